@@ -1,0 +1,94 @@
+// mHC coefficients (residuals.md, "Coefficients" and "Coefficient backward"):
+//   m = (v·φ)/r with r = sqrt(mean(v²) + ε) over the token's nC stream entries, then
+//   σ / 2σ / Sinkhorn (core/mhc_math.h). The products with φ are BLAS GEMMs over all
+//   tokens; the per-token nonlinearities run one token per loop iteration.
+// Backward with h = α ⊙ g (g = ∂L/∂H̃):
+//   ∂φ += vᵀ (h/r),  ∂v += (h/r) φᵀ − (Σ_d h_d m_d) v / (nC r²),  ∂β += g, ∂α_g += Σ g m.
+#include <cmath>
+#include <vector>
+
+#include "../mhc_math.h"
+#include "kernels.h"
+#include "parallel.h"
+
+namespace mhc::cpu {
+
+template <class T>
+void mhc_coeff_forward(T* pre, T* post, T* res, T* m, T* rms, const T* X, const T* phi,
+                       const T* alpha, const T* bias, int N, int n, int C, int iters, T eps) {
+  const int D = 2 * n + n * n, nC = n * C;
+  gemm<T>(false, false, N, D, nC, T(1), X, nC, phi, D, T(0), m, D);
+#pragma omp parallel
+  {
+    std::vector<T> Z(static_cast<size_t>(n) * n), M(static_cast<size_t>(n) * n);
+#pragma omp for schedule(static)
+    for (int t = 0; t < N; ++t) {
+      const T* v = X + static_cast<int64_t>(t) * nC;
+      T ss = 0;
+      for (int i = 0; i < nC; ++i) ss += v[i] * v[i];
+      const T r = std::sqrt(ss / nC + eps);
+      rms[t] = r;
+      T* mt = m + static_cast<int64_t>(t) * D;
+      for (int d = 0; d < D; ++d) mt[d] /= r;
+      math::mhc_coeff_nonlin_forward(mt, alpha, bias, n, iters, pre + static_cast<int64_t>(t) * n,
+                                     post + static_cast<int64_t>(t) * n,
+                                     res + static_cast<int64_t>(t) * n * n, Z.data(), M.data());
+    }
+  }
+}
+
+template <class T>
+void mhc_coeff_backward(T* dX, T* dphi, T* dalpha, T* dbias, const T* dpre, const T* dpost,
+                        const T* dres, const T* X, const T* phi, const T* alpha, const T* bias,
+                        const T* m, const T* rms, int N, int n, int C, int iters) {
+  const int D = 2 * n + n * n, nC = n * C;
+  std::vector<T> hs(static_cast<size_t>(N) * D), cv(static_cast<size_t>(N));
+  // Per-token g, then h/r and the RMS coefficient; dalpha and dbias reduced per thread.
+  std::vector<T> dab(3 + D, T(0));
+  parallel_reduce<T>(N, 3 + D, dab.data(), [&](int64_t begin, int64_t end, T* part) {
+    std::vector<T> g(D), Z(n * n), M(n * n), G(n * n), rc(2 * n * iters);
+    for (int64_t t = begin; t < end; ++t) {
+      const T* mt = m + t * D;
+      math::mhc_coeff_nonlin_backward(mt, alpha, bias, dpre + t * n, dpost + t * n,
+                                      dres + t * n * n, n, iters, g.data(), part, Z.data(),
+                                      M.data(), G.data(), rc.data());
+      const T r = rms[t];
+      T hm = 0;
+      for (int d = 0; d < D; ++d) {
+        part[3 + d] += g[d];
+        const T h = alpha[math::mhc_gate_of_column(d, n)] * g[d];
+        hs[t * D + d] = h / r;
+        hm += h * mt[d];
+      }
+      cv[t] = -hm / (static_cast<T>(nC) * r * r);
+    }
+  });
+  for (int i = 0; i < 3; ++i) dalpha[i] += dab[i];
+  for (int d = 0; d < D; ++d) dbias[d] += dab[3 + d];
+  gemm<T>(true, false, nC, D, N, T(1), X, nC, hs.data(), D, T(1), dphi, D);
+  gemm<T>(false, true, N, nC, D, T(1), hs.data(), D, phi, D, T(1), dX, nC);
+#pragma omp parallel for schedule(static)
+  for (int t = 0; t < N; ++t) {
+    const T* v = X + static_cast<int64_t>(t) * nC;
+    T* dv = dX + static_cast<int64_t>(t) * nC;
+    const T c = cv[t];
+    for (int i = 0; i < nC; ++i) dv[i] += c * v[i];
+  }
+}
+
+template void mhc_coeff_forward<float>(float*, float*, float*, float*, float*, const float*,
+                                       const float*, const float*, const float*, int, int, int,
+                                       int, float);
+template void mhc_coeff_forward<double>(double*, double*, double*, double*, double*,
+                                        const double*, const double*, const double*,
+                                        const double*, int, int, int, int, double);
+template void mhc_coeff_backward<float>(float*, float*, float*, float*, const float*,
+                                        const float*, const float*, const float*, const float*,
+                                        const float*, const float*, const float*, const float*,
+                                        int, int, int, int);
+template void mhc_coeff_backward<double>(double*, double*, double*, double*, const double*,
+                                         const double*, const double*, const double*,
+                                         const double*, const double*, const double*,
+                                         const double*, const double*, int, int, int, int);
+
+}  // namespace mhc::cpu

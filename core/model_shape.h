@@ -1,0 +1,40 @@
+// The model's shape, derived from the config once and validated: every size the model,
+// the parameter layout and the backends need.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "config.h"
+
+namespace mhc {
+
+enum class ResidualMode { Baseline, HC, MHC };
+
+struct ModelShape {
+  int V = 0;       // vocabulary
+  int Vp = 0;      // padded to a multiple of 64
+  int C = 0;       // d_model
+  int L = 0;       // blocks
+  int n_head = 0;
+  int head_dim = 0;
+  int T = 0;       // max sequence length
+  int hidden = 0;  // MLP hidden size
+  bool swiglu = true;
+  bool tied = true;
+  ResidualMode mode = ResidualMode::MHC;
+  int n = 1;       // streams (1 for baseline)
+  bool hc_dynamic = false;
+  int sinkhorn_iters = 20;
+  float norm_eps = 1e-5f;
+  float rope_theta = 10000.f;
+  float mhc_eps = 1e-6f;
+
+  int sublayers() const { return 2 * L; }
+  int D() const { return 2 * n + n * n; }  // mHC coefficients per token
+};
+
+ModelShape model_shape_from_config(const Config& cfg);
+ResidualMode parse_residual_mode(const std::string& s);
+const char* residual_mode_name(ResidualMode m);
+
+}  // namespace mhc

@@ -1,0 +1,66 @@
+// Helpers shared by the tests: tiny configs, random data, finite differences.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "config.h"
+#include "rng.h"
+
+namespace mhc::testing {
+
+// A tiny model config in the given residual mode.
+inline Config tiny_config(const std::string& mode, int n, bool dynamic = false) {
+  Config cfg = default_config();
+  cfg.model.vocab_size = 23;
+  cfg.model.d_model = 8;
+  cfg.model.n_layer = 2;
+  cfg.model.n_head = 2;
+  cfg.model.seq_len = 5;
+  cfg.model.mlp_hidden = 12;
+  cfg.residual.mode = mode;
+  cfg.residual.n = n;
+  cfg.residual.hc.dynamic = dynamic;
+  return cfg;
+}
+
+inline std::vector<double> random_vector(size_t count, uint64_t seed, double scale = 1.0) {
+  std::vector<double> v(count);
+  for (size_t i = 0; i < count; ++i) v[i] = scale * normal01(seed, i);
+  return v;
+}
+
+inline std::vector<int32_t> random_tokens(size_t count, int vocab, uint64_t seed) {
+  std::vector<int32_t> v(count);
+  for (size_t i = 0; i < count; ++i)
+    v[i] = static_cast<int32_t>(uniform01(seed, i) * vocab) % vocab;
+  return v;
+}
+
+// Max over entries of |a − b| / max(|b|_inf, floor): the error relative to the
+// gradient's scale (entries near zero do not blow it up).
+inline double max_rel_error(const std::vector<double>& a, const std::vector<double>& b,
+                            double floor = 1e-12) {
+  double scale = floor, err = 0;
+  for (double v : b) scale = std::max(scale, std::fabs(v));
+  for (size_t i = 0; i < a.size(); ++i) err = std::max(err, std::fabs(a[i] - b[i]));
+  return err / scale;
+}
+
+// Five-point central difference of f at x along coordinate i (error O(h⁴), so small
+// gradients are resolved well above float64 round-off).
+inline double central_difference(std::vector<double>& x, size_t i,
+                                 const std::function<double()>& f, double h = 1e-3) {
+  const double saved = x[i];
+  auto at = [&](double offset) {
+    x[i] = saved + offset;
+    return f();
+  };
+  const double d = (at(-2 * h) - 8 * at(-h) + 8 * at(h) - at(2 * h)) / (12 * h);
+  x[i] = saved;
+  return d;
+}
+
+}  // namespace mhc::testing

@@ -1,0 +1,53 @@
+// llm.c token shards: a 256 × int32 little-endian header (magic 20240520, version 1,
+// token count) followed by that many uint16 tokens. Shards are memory-mapped and
+// validated when opened (magic, version, exact file size, every token < vocab).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace mhc {
+
+constexpr int32_t kShardMagic = 20240520;
+constexpr int32_t kShardVersion = 1;
+constexpr int kShardHeaderInts = 256;
+
+// Writes one shard (atomically: temporary file, then rename).
+void write_shard(const std::string& path, const std::vector<uint16_t>& tokens);
+
+// One memory-mapped, validated shard.
+class Shard {
+ public:
+  // Throws MhcError naming the file and the problem (missing, empty, bad magic, bad
+  // version, size mismatch, token >= vocab_size).
+  Shard(const std::string& path, int vocab_size);
+  ~Shard();
+  Shard(Shard&& other) noexcept;
+  Shard& operator=(Shard&&) = delete;
+  Shard(const Shard&) = delete;
+
+  const std::string& path() const { return path_; }
+  int64_t size() const { return count_; }
+  const uint16_t* tokens() const { return tokens_; }
+
+ private:
+  std::string path_;
+  void* map_ = nullptr;
+  size_t map_bytes_ = 0;
+  const uint16_t* tokens_ = nullptr;
+  int64_t count_ = 0;
+};
+
+// All shards matching a glob, in sorted path order. Throws when the glob matches
+// nothing (naming the glob and the config key it came from).
+class ShardSet {
+ public:
+  ShardSet(const std::string& glob_pattern, int vocab_size, const std::string& config_key);
+  const std::vector<Shard>& shards() const { return shards_; }
+  int64_t total_tokens() const;
+
+ private:
+  std::vector<Shard> shards_;
+};
+
+}  // namespace mhc

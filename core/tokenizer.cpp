@@ -1,0 +1,27 @@
+#include "tokenizer.h"
+
+#include "error.h"
+
+namespace mhc {
+
+std::vector<int32_t> ByteTokenizer::encode(const std::string& text) const {
+  std::vector<int32_t> out(text.size());
+  for (size_t i = 0; i < text.size(); ++i) out[i] = static_cast<unsigned char>(text[i]);
+  return out;
+}
+
+std::string ByteTokenizer::decode(const std::vector<int32_t>& tokens) const {
+  std::string out;
+  out.reserve(tokens.size());
+  for (int32_t t : tokens)
+    if (t >= 0 && t < 256) out.push_back(static_cast<char>(t));
+  return out;
+}
+
+std::unique_ptr<Tokenizer> make_tokenizer(const std::string& name, const std::string& gpt2_dir) {
+  if (name == "byte") return std::make_unique<ByteTokenizer>();
+  (void)gpt2_dir;
+  fail("tokenizer '{}' is not available (known: byte)", name);
+}
+
+}  // namespace mhc

@@ -1,0 +1,33 @@
+// Tokenizers: "byte" (token = byte value, vocabulary 256) is built in; "gpt2" (BPE
+// from encoder.json/vocab.bpe) plugs in behind the same interface.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace mhc {
+
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+  virtual std::string name() const = 0;
+  virtual int vocab_size() const = 0;
+  virtual std::vector<int32_t> encode(const std::string& text) const = 0;
+  // Decoding may return partial UTF-8 at the edges; callers print the bytes as they are.
+  virtual std::string decode(const std::vector<int32_t>& tokens) const = 0;
+};
+
+class ByteTokenizer final : public Tokenizer {
+ public:
+  std::string name() const override { return "byte"; }
+  int vocab_size() const override { return 256; }
+  std::vector<int32_t> encode(const std::string& text) const override;
+  std::string decode(const std::vector<int32_t>& tokens) const override;
+};
+
+// name: "byte" or "gpt2" (gpt2_dir holds encoder.json and vocab.bpe; empty = the
+// default location data/cache/gpt2). MhcError for unknown names or missing files.
+std::unique_ptr<Tokenizer> make_tokenizer(const std::string& name, const std::string& gpt2_dir = "");
+
+}  // namespace mhc

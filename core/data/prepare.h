@@ -23,8 +23,8 @@ struct PrepareReport {
 
 // Documents are the input files in sorted path order, each followed by a blank line.
 // A document goes to validation when a hash of its relative path falls under
-// val_fraction; when that leaves validation empty (e.g. a single file), the last
-// val_fraction of the token stream becomes validation instead.
+// val_fraction; when that leaves either side empty (e.g. a single file), the last
+// val_fraction of the token stream becomes validation instead. val_fraction 0: no validation.
 PrepareReport prepare_corpus(const PrepareOptions& options);
 
 }  // namespace mhc

@@ -2,6 +2,7 @@
 // index, so any rank and any resumed run can compute its own samples with no state.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "shards.h"
 
@@ -27,9 +28,11 @@ class SequenceSampler {
   const ShardSet& shards_;
   int T_;
   uint64_t seed_;
-  // Per shard: the first window start (in "valid window" space) and the count.
+  // Per shard: the first window start (in "valid window" space), plus the total at the end.
   std::vector<int64_t> window_begin_;
   int64_t total_windows_ = 0;
+  // Per shard: the first validation window's number, plus the total at the end.
+  std::vector<int64_t> val_begin_;
 };
 
 }  // namespace mhc

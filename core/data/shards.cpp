@@ -1,0 +1,183 @@
+#include "data/shards.h"
+
+#include <fcntl.h>
+#include <glob.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+
+#include "error.h"
+
+// Tokens are read straight out of the mapping, so the host must share the file's byte order.
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "token shards are little-endian and memory-mapped as is; big-endian is unsupported"
+#endif
+
+namespace mhc {
+
+namespace {
+
+constexpr size_t kHeaderBytes = kShardHeaderInts * sizeof(int32_t);
+
+void write_all(int fd, const void* data, size_t bytes, const std::string& path) {
+  const char* p = static_cast<const char*>(data);
+  while (bytes > 0) {
+    ssize_t w = ::write(fd, p, bytes);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      int err = errno;
+      ::close(fd);
+      fail("cannot write data shard '{}': {}", path, std::strerror(err));
+    }
+    p += w;
+    bytes -= static_cast<size_t>(w);
+  }
+}
+
+}  // namespace
+
+void write_shard(const std::string& path, const std::vector<uint16_t>& tokens) {
+  // An empty shard would be unreadable (the reader requires count > 0).
+  if (tokens.empty()) fail("cannot write data shard '{}': no tokens", path);
+  if (tokens.size() > static_cast<size_t>(std::numeric_limits<int32_t>::max()))
+    fail("cannot write data shard '{}': {} tokens exceed the format's int32 count", path,
+         tokens.size());
+  int32_t header[kShardHeaderInts] = {};
+  header[0] = kShardMagic;
+  header[1] = kShardVersion;
+  header[2] = static_cast<int32_t>(tokens.size());
+
+  const std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) fail("cannot create data shard '{}': {}", tmp, std::strerror(errno));
+  write_all(fd, header, sizeof(header), tmp);
+  write_all(fd, tokens.data(), tokens.size() * sizeof(uint16_t), tmp);
+  if (::fsync(fd) != 0 || ::close(fd) != 0)
+    fail("cannot write data shard '{}': {}", tmp, std::strerror(errno));
+  if (std::rename(tmp.c_str(), path.c_str()) != 0)
+    fail("cannot rename '{}' to '{}': {}", tmp, path, std::strerror(errno));
+}
+
+Shard::Shard(const std::string& path, int vocab_size) : path_(path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) fail("data shard '{}' does not exist", path);
+    fail("cannot open data shard '{}': {}", path, std::strerror(errno));
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    int err = errno;
+    ::close(fd);
+    fail("cannot stat data shard '{}': {}", path, std::strerror(err));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    fail("data shard '{}' is not a regular file", path);
+  }
+  const auto file_bytes = static_cast<size_t>(st.st_size);
+  if (file_bytes == 0) {
+    ::close(fd);
+    fail("data shard '{}' is empty (0 bytes)", path);
+  }
+  if (file_bytes < kHeaderBytes) {
+    ::close(fd);
+    fail("data shard '{}' is {} bytes, shorter than the {}-byte header (truncated?)", path,
+         file_bytes, kHeaderBytes);
+  }
+  void* map = ::mmap(nullptr, file_bytes, PROT_READ, MAP_PRIVATE, fd, 0);
+  int map_err = errno;
+  ::close(fd);  // the mapping stays valid without the descriptor
+  if (map == MAP_FAILED) fail("cannot mmap data shard '{}': {}", path, std::strerror(map_err));
+  map_ = map;
+  map_bytes_ = file_bytes;
+
+  // The destructor does not run when the constructor throws, so unmap before failing.
+  auto reject = [this](const std::string& message) {
+    ::munmap(map_, map_bytes_);
+    map_ = nullptr;
+    throw MhcError(message);
+  };
+  int32_t header[kShardHeaderInts];
+  std::memcpy(header, map_, sizeof(header));
+  if (header[0] != kShardMagic)
+    reject(fmt::format("data shard '{}' has bad magic number {} (expected {}): not an llm.c "
+                       "token shard",
+                       path, header[0], kShardMagic));
+  if (header[1] != kShardVersion)
+    reject(fmt::format("data shard '{}' has unsupported version {} (expected {})", path,
+                       header[1], kShardVersion));
+  const int64_t count = header[2];
+  if (count <= 0)
+    reject(fmt::format("data shard '{}' header says it holds {} tokens (must be > 0)", path,
+                       count));
+  const size_t expected = kHeaderBytes + static_cast<size_t>(count) * sizeof(uint16_t);
+  if (file_bytes != expected)
+    reject(fmt::format("data shard '{}' is {} bytes but its header's token count {} needs {} "
+                       "bytes (truncated or corrupt)",
+                       path, file_bytes, count, expected));
+
+  tokens_ = reinterpret_cast<const uint16_t*>(static_cast<const char*>(map_) + kHeaderBytes);
+  count_ = count;
+  // One pass for the maximum; the position is looked up only when it is out of range.
+  uint16_t max_token = 0;
+  for (int64_t i = 0; i < count_; ++i) max_token = std::max(max_token, tokens_[i]);
+  if (static_cast<int>(max_token) >= vocab_size) {
+    const int64_t at = std::find_if(tokens_, tokens_ + count_,
+                                    [&](uint16_t t) { return t >= vocab_size; }) -
+                       tokens_;
+    reject(fmt::format("data shard '{}' has token {} at position {}, not below the vocabulary "
+                       "size {} (largest token {}): set model.vocab_size to at least {} or use "
+                       "data tokenized for this vocabulary",
+                       path, tokens_[at], at, vocab_size, max_token, max_token + 1));
+  }
+}
+
+Shard::~Shard() {
+  if (map_ != nullptr) ::munmap(map_, map_bytes_);
+}
+
+Shard::Shard(Shard&& other) noexcept
+    : path_(std::move(other.path_)),
+      map_(other.map_),
+      map_bytes_(other.map_bytes_),
+      tokens_(other.tokens_),
+      count_(other.count_) {
+  other.map_ = nullptr;
+  other.map_bytes_ = 0;
+  other.tokens_ = nullptr;
+  other.count_ = 0;
+}
+
+ShardSet::ShardSet(const std::string& glob_pattern, int vocab_size,
+                   const std::string& config_key) {
+  glob_t g{};
+  int rc = ::glob(glob_pattern.c_str(), 0, nullptr, &g);
+  std::vector<std::string> paths;
+  if (rc == 0) paths.assign(g.gl_pathv, g.gl_pathv + g.gl_pathc);
+  ::globfree(&g);
+  if (rc == GLOB_NOMATCH || (rc == 0 && paths.empty()))
+    fail("no data shards match '{}' (from {}); check the path, or create shards with "
+         "`mhc prepare`",
+         glob_pattern, config_key);
+  if (rc != 0)
+    fail("cannot expand '{}' (from {}): {}", glob_pattern, config_key,
+         rc == GLOB_NOSPACE ? "out of memory" : "read error");
+  // glob(3) sorts by the locale's collation; byte order is the same everywhere.
+  std::sort(paths.begin(), paths.end());
+  shards_.reserve(paths.size());
+  for (const auto& p : paths) shards_.emplace_back(p, vocab_size);
+}
+
+int64_t ShardSet::total_tokens() const {
+  int64_t total = 0;
+  for (const auto& s : shards_) total += s.size();
+  return total;
+}
+
+}  // namespace mhc

@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace mhc {
@@ -102,6 +103,12 @@ std::string config_to_yaml(const Config& cfg);
 // (model.*, residual.*) so a resume can refuse a different model.
 uint64_t config_hash(const Config& cfg);
 uint64_t model_shape_hash(const Config& cfg);
+
+// Every key with its value as YAML text, in schema order.
+std::vector<std::pair<std::string, std::string>> config_flat(const Config& cfg);
+// Keys under `prefixes` whose values differ, as "key: a vs b".
+std::vector<std::string> config_differences(const Config& a, const Config& b,
+                                            const std::vector<std::string>& prefixes);
 
 struct ConfigKeyHelp {
   std::string key, type, default_value, help;

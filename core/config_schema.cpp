@@ -370,6 +370,25 @@ uint64_t model_shape_hash(const Config& cfg) {
   return fnv1a(text);
 }
 
+std::vector<std::pair<std::string, std::string>> config_flat(const Config& cfg) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& f : schema()) out.emplace_back(f.key, f.text(cfg));
+  return out;
+}
+
+std::vector<std::string> config_differences(const Config& a, const Config& b,
+                                            const std::vector<std::string>& prefixes) {
+  std::vector<std::string> out;
+  for (const auto& f : schema()) {
+    bool wanted = false;
+    for (const auto& p : prefixes) wanted = wanted || starts_with(f.key, p);
+    if (!wanted) continue;
+    const std::string va = f.text(a), vb = f.text(b);
+    if (va != vb) out.push_back(f.key + ": " + va + " vs " + vb);
+  }
+  return out;
+}
+
 std::vector<ConfigKeyHelp> config_key_help() {
   std::vector<ConfigKeyHelp> out;
   Config defaults = default_config();

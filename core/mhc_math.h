@@ -37,33 +37,36 @@ MHC_HD void sinkhorn_init(const T* Z, int n, T* M) {
 }
 
 // One Sinkhorn iteration in place: columns first, then rows. When c and r are given
-// they receive the column sums and row sums it divided by.
+// they receive the column sums and row sums it divided by. Division by a sum is a
+// multiplication by its reciprocal: n divisions per step instead of n².
 template <class T>
 MHC_HD void sinkhorn_step(T* M, int n, T* c, T* r) {
   for (int j = 0; j < n; ++j) {
     T s = 0;
     for (int i = 0; i < n; ++i) s += M[i * n + j];
     if (c) c[j] = s;
-    for (int i = 0; i < n; ++i) M[i * n + j] /= s;
+    const T inv = T(1) / s;
+    for (int i = 0; i < n; ++i) M[i * n + j] *= inv;
   }
   for (int i = 0; i < n; ++i) {
     T s = 0;
     for (int j = 0; j < n; ++j) s += M[i * n + j];
     if (r) r[i] = s;
-    for (int j = 0; j < n; ++j) M[i * n + j] /= s;
+    const T inv = T(1) / s;
+    for (int j = 0; j < n; ++j) M[i * n + j] *= inv;
   }
 }
 
-// Forward: H = (M^T)^T after `iters` column/row normalisations of exp(Z).
-// Z, H: n×n row-major. M: n×n scratch. rc: 2*n*iters scratch or null; when given it
-// receives [c^1, r^1, c^2, r^2, ...].
+// Forward: H = M^(iters), the last iterate (rows sum to 1 exactly, columns to ~1).
+// Z, H: n×n row-major. M: n×n scratch (may alias H). rc: 2*n*iters scratch or null;
+// when given it receives [c^1, r^1, c^2, r^2, ...].
 template <class T>
 MHC_HD void sinkhorn_forward(const T* Z, int n, int iters, T* H, T* M, T* rc) {
   sinkhorn_init(Z, n, M);
   for (int t = 0; t < iters; ++t)
     sinkhorn_step(M, n, rc ? rc + 2 * n * t : nullptr, rc ? rc + 2 * n * t + n : nullptr);
-  for (int i = 0; i < n; ++i)
-    for (int j = 0; j < n; ++j) H[i * n + j] = M[j * n + i];
+  if (H != M)
+    for (int i = 0; i < n * n; ++i) H[i] = M[i];
 }
 
 // Exact backward through the unrolled iterations (residuals.md). Replays the forward to
@@ -75,28 +78,28 @@ MHC_HD void sinkhorn_backward(const T* Z, const T* dH, int n, int iters, T* dZ, 
                               T* rc) {
   sinkhorn_init(Z, n, M);
   for (int t = 0; t < iters; ++t) sinkhorn_step(M, n, rc + 2 * n * t, rc + 2 * n * t + n);
-  // M now holds M^T. dL/dM^T = dH^T.
-  for (int i = 0; i < n; ++i)
-    for (int j = 0; j < n; ++j) G[i * n + j] = dH[j * n + i];
+  for (int i = 0; i < n * n; ++i) G[i] = dH[i];  // M holds M^(iters) = H
   for (int t = iters - 1; t >= 0; --t) {
     const T* c = rc + 2 * n * t;
     const T* r = rc + 2 * n * t + n;
-    // Undo the row step: M^t = A^t / r.
+    // Undo the row step M^t = A^t / r: G ← (G − Σ_j G⊙M^t) / r, and M ← A^t.
     for (int i = 0; i < n; ++i) {
       T s = 0;
       for (int j = 0; j < n; ++j) s += G[i * n + j] * M[i * n + j];
+      const T inv = T(1) / r[i];
       for (int j = 0; j < n; ++j) {
-        G[i * n + j] = (G[i * n + j] - s) / r[i];
-        M[i * n + j] *= r[i];  // M now holds A^t
+        G[i * n + j] = (G[i * n + j] - s) * inv;
+        M[i * n + j] *= r[i];
       }
     }
-    // Undo the column step: A^t = M^{t-1} / c.
+    // Undo the column step A^t = M^{t-1} / c: G ← (G − Σ_i G⊙A^t) / c, and M ← M^{t-1}.
     for (int j = 0; j < n; ++j) {
       T q = 0;
       for (int i = 0; i < n; ++i) q += G[i * n + j] * M[i * n + j];
+      const T inv = T(1) / c[j];
       for (int i = 0; i < n; ++i) {
-        G[i * n + j] = (G[i * n + j] - q) / c[j];
-        M[i * n + j] *= c[j];  // M now holds M^{t-1}
+        G[i * n + j] = (G[i * n + j] - q) * inv;
+        M[i * n + j] *= c[j];
       }
     }
   }

@@ -1,0 +1,25 @@
+// Pieces shared by the subcommands: resolving configs from -c/--set, loggers.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <spdlog/logger.h>
+
+#include "config.h"
+
+namespace mhc::app {
+
+// Defaults, then each -c file in order, then each --set override; validated.
+Config resolve_config(const std::vector<std::string>& files, const std::vector<std::string>& sets);
+
+// A console logger ("[time] message"); with log_file also appends to that file.
+std::shared_ptr<spdlog::logger> make_logger(const std::string& name, const std::string& log_file = "",
+                                            bool quiet = false);
+
+// Prints every config key with its type, default and help.
+void print_config_help();
+
+std::string join_command_line(int argc, char** argv);
+
+}  // namespace mhc::app

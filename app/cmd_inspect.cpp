@@ -1,0 +1,122 @@
+// mhc inspect: parameter table of a checkpoint and, for hc/mhc, its connection matrices
+// averaged over a probe batch, with the Amax gains.
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+
+#include "commands.h"
+#include "data/sampler.h"
+#include "data/shards.h"
+#include "diagnostics.h"
+#include "inference.h"
+#include "metrics.h"
+#include "rng.h"
+#include "safetensors.h"
+#include "text_util.h"
+
+namespace mhc::app {
+namespace {
+
+struct InspectArgs {
+  std::string checkpoint, json, device = "cpu";
+  int batch = 4;
+};
+
+// Probe tokens: the first validation windows when the run's data is present, else random.
+std::string probe_batch(const LoadedModel& lm, int B, std::vector<int32_t>& in,
+                        std::vector<int32_t>& tgt) {
+  const int T = lm.shape.T;
+  in.assign(static_cast<size_t>(B) * T, 0);
+  tgt.assign(in.size(), 0);
+  try {
+    ShardSet shards(lm.cfg.data.val, lm.shape.V, "data.val");
+    SequenceSampler sampler(shards, T, static_cast<uint64_t>(lm.cfg.run.seed));
+    for (int b = 0; b < B; ++b)
+      sampler.val_sample(b, in.data() + static_cast<size_t>(b) * T, tgt.data() + static_cast<size_t>(b) * T);
+    return "validation data " + lm.cfg.data.val;
+  } catch (const MhcError&) {
+    for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<int32_t>(uniform01(5, i) * lm.shape.V) % lm.shape.V;
+    return "random tokens (validation data not found)";
+  }
+}
+
+std::vector<double> token_mean(std::vector<double> values, int tokens, int width) {
+  std::vector<double> mean(static_cast<size_t>(width), 0.0);
+  for (int t = 0; t < tokens; ++t)
+    for (int i = 0; i < width; ++i) mean[i] += values[static_cast<size_t>(t) * width + i] / tokens;
+  return mean;
+}
+
+std::string row_text(const double* v, int n) {
+  std::string s;
+  for (int i = 0; i < n; ++i) s += fmt::format("{:8.4f}", v[i]);
+  return s;
+}
+
+}  // namespace
+
+void add_inspect_command(CLI::App& app) {
+  auto a = std::make_shared<InspectArgs>();
+  CLI::App* cmd = app.add_subcommand("inspect", "parameters, connection matrices and Amax gains");
+  cmd->add_option("--checkpoint", a->checkpoint, "checkpoint or run directory")->required();
+  cmd->add_option("--json", a->json, "write the connection matrices and gains as JSON");
+  cmd->add_option("--batch", a->batch, "probe sequences");
+  cmd->add_option("--device", a->device, "auto, cpu or cuda");
+  cmd->callback([a]() {
+    LoadedModel lm = load_trained_model(a->checkpoint, a->device, std::max(1, a->batch));
+    const ModelShape& s = lm.shape;
+    std::printf("checkpoint %s: %s mode, n=%d, %d layers, d=%d, %lld parameters\n\n",
+                lm.checkpoint_dir.c_str(), residual_mode_name(s.mode), s.n, s.L, s.C,
+                static_cast<long long>(lm.layout->total));
+    std::vector<double> params = lm.model->get_params();
+    std::printf("%-40s %-16s %12s %12s\n", "parameter", "shape", "rms", "max|x|");
+    for (const auto& p : lm.layout->params) {
+      double ss = 0, mx = 0;
+      for (int64_t i = 0; i < p.numel; ++i) {
+        const double v = params[static_cast<size_t>(p.offset + i)];
+        ss += v * v;
+        mx = std::max(mx, std::fabs(v));
+      }
+      std::printf("%-40s %-16s %12.5f %12.5f\n", p.name.c_str(), shape_string(p.shape).c_str(),
+                  std::sqrt(ss / std::max<int64_t>(1, p.numel)), mx);
+    }
+    if (s.mode == ResidualMode::Baseline) return;
+    std::vector<int32_t> in, tgt;
+    const std::string probe = probe_batch(lm, a->batch, in, tgt);
+    lm.model->forward(in.data(), tgt.data(), a->batch, s.T, 0.0f);
+    const int N = lm.model->last_tokens(), n = s.n;
+    nlohmann::ordered_json js;
+    js["checkpoint"] = lm.checkpoint_dir;
+    js["mode"] = residual_mode_name(s.mode);
+    js["n"] = n;
+    js["probe"] = probe;
+    std::printf("\nconnection coefficients averaged over %d probe tokens (%s)\n", N, probe.c_str());
+    for (int k = 0; k < s.sublayers(); ++k) {
+      Coeffs c = lm.model->coeffs(k);
+      auto get = [&](Tensor t) {
+        std::vector<double> v(static_cast<size_t>(t.numel));
+        lm.backend->download(t, v.data());
+        return v;
+      };
+      const auto pre = token_mean(get(c.pre), N, n), post = token_mean(get(c.post), N, n);
+      const auto res = token_mean(get(c.res), N, n * n);
+      const std::string name = fmt::format("blocks.{}.{}", k / 2, k % 2 == 0 ? "attn" : "mlp");
+      std::printf("\n%s\n  H_pre  %s\n  H_post %s\n  H_res", name.c_str(), row_text(pre.data(), n).c_str(),
+                  row_text(post.data(), n).c_str());
+      for (int i = 0; i < n; ++i) std::printf("%s%s\n", i ? "         " : " ", row_text(res.data() + i * n, n).c_str());
+      js["sublayers"].push_back({{"name", name}, {"H_pre", pre}, {"H_post", post}, {"H_res", res}});
+    }
+    const AmaxGain g = amax_gain_of(*lm.model);
+    std::printf("\nAmax gain (composite): forward mean %.4f max %.4f | backward mean %.4f max %.4f\n",
+                g.fwd_mean, g.fwd_max, g.bwd_mean, g.bwd_max);
+    std::printf("worst single layer: forward max %.4f (sublayer %d) | backward max %.4f (sublayer %d)\n",
+                g.layer_fwd_max, g.layer_fwd_worst, g.layer_bwd_max, g.layer_bwd_worst);
+    js["amax"] = amax_json(g);
+    if (!a->json.empty()) {
+      write_file_atomic(a->json, js.dump(2) + "\n");
+      std::printf("wrote %s\n", a->json.c_str());
+    }
+  });
+}
+
+}  // namespace mhc::app

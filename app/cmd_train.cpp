@@ -1,0 +1,99 @@
+// mhc train: resolve the config, then dry-run / print it, or train.
+#include <cstdio>
+#include <filesystem>
+
+#include "backend_factory.h"
+#include "cli_common.h"
+#include "commands.h"
+#include "comm_factory.h"
+#include "model.h"
+#include "model_shape.h"
+#include "param_layout.h"
+#include "safetensors.h"
+#include "trainer.h"
+
+namespace mhc::app {
+namespace {
+
+struct TrainArgs {
+  std::vector<std::string> configs, sets;
+  std::string run_dir, resume;
+  bool print_config = false, dry_run = false, help_config = false;
+};
+
+std::string human_bytes(double b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (b >= 1024 && u < 4) {
+    b /= 1024;
+    ++u;
+  }
+  return fmt::format("{:.1f} {}", b, units[u]);
+}
+
+void dry_run(const Config& cfg) {
+  const ModelShape shape = model_shape_from_config(cfg);
+  const ParamLayout layout = ParamLayout::build(shape, cfg);
+  std::printf("%-40s %-16s %12s  %s\n", "parameter", "shape", "count", "decay");
+  for (const auto& p : layout.params)
+    std::printf("%-40s %-16s %12lld  %s\n", p.name.c_str(), shape_string(p.shape).c_str(),
+                static_cast<long long>(p.numel), p.decay ? "yes" : "no");
+  const int64_t conn = layout.count_matching(true);
+  std::printf("\ntotal parameters: %lld (%.3fM; %lld in residual connections)\n",
+              static_cast<long long>(layout.total), layout.total / 1e6, static_cast<long long>(conn));
+  BackendChoice choice = make_backend(cfg.train);
+  const Backend& be = *choice.backend;
+  const int B = static_cast<int>(cfg.train.micro_batch);
+  const int64_t model_bytes = Model::planned_bytes(be, shape, layout, B);
+  const int64_t opt_bytes = 2 * layout.total * static_cast<int64_t>(dtype_size(be.master_dtype()));
+  std::printf("backend: %s\n", be.name().c_str());
+  std::printf("memory estimate (micro-batch %d x %d): weights+grads+activations %s, optimizer %s, "
+              "total %s\n", B, shape.T, human_bytes(static_cast<double>(model_bytes)).c_str(),
+              human_bytes(static_cast<double>(opt_bytes)).c_str(),
+              human_bytes(static_cast<double>(model_bytes + opt_bytes)).c_str());
+}
+
+}  // namespace
+
+void add_train_command(CLI::App& app, const AppContext& ctx) {
+  auto args = std::make_shared<TrainArgs>();
+  CLI::App* cmd = app.add_subcommand("train", "train a model from a config");
+  cmd->add_option("-c,--config", args->configs, "YAML config file(s); later files override earlier");
+  cmd->add_option("--set", args->sets, "override a key: --set train.lr=3e-4 (repeatable)");
+  cmd->add_option("--run-dir", args->run_dir, "run directory (default <run.dir>/<run.name>)");
+  cmd->add_option("--resume", args->resume, "'auto' (latest checkpoint of the run) or a checkpoint path");
+  cmd->add_flag("--print-config", args->print_config, "print the resolved config and exit");
+  cmd->add_flag("--dry-run", args->dry_run, "print the parameter table and memory estimate and exit");
+  cmd->add_flag("--help-config", args->help_config, "list every config key and exit");
+  cmd->callback([args, ctx]() {
+    if (args->help_config) {
+      print_config_help();
+      return;
+    }
+    const Config cfg = resolve_config(args->configs, args->sets);
+    if (args->print_config) {
+      std::fputs(config_to_yaml(cfg).c_str(), stdout);
+      return;
+    }
+    if (args->dry_run) {
+      dry_run(cfg);
+      return;
+    }
+    std::unique_ptr<Communicator> comm = make_communicator(cfg.dist);
+    TrainOptions opts;
+    opts.run_dir = args->run_dir.empty() ? default_run_dir(cfg) : args->run_dir;
+    opts.resume = args->resume;
+    opts.command_line = ctx.command_line;
+    opts.stop_requested = ctx.stop_requested;
+    std::string log_file;
+    if (comm->rank() == 0) {
+      std::filesystem::create_directories(opts.run_dir);
+      log_file = opts.run_dir + "/train.log";
+    }
+    auto log = make_logger("train", log_file, comm->rank() != 0);
+    if (comm->size() > 1) log->info("data parallel: {} ranks over {}", comm->size(), comm->name());
+    train(cfg, opts, *comm, log);
+  });
+}
+
+}  // namespace mhc::app

@@ -1,0 +1,43 @@
+#include "backend_factory.h"
+
+#include "cpu/cpu_backend.h"
+#include "error.h"
+#ifdef MHC_WITH_CUDA
+#include "cuda/cuda_backend.h"
+#endif
+
+namespace mhc {
+
+bool built_with_cuda() {
+#ifdef MHC_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+BackendChoice make_backend(const Config::Train& train, int local_rank) {
+  BackendChoice out;
+  std::string why_not_cuda = "this binary was built without CUDA";
+#ifdef MHC_WITH_CUDA
+  if (train.device != "cpu") {
+    CudaProbe probe = probe_cuda(local_rank);
+    if (probe.usable) {
+      const DType compute = train.precision == "bf16" ? DType::BF16 : DType::F32;
+      out.backend = make_cuda_backend(local_rank, compute);
+      out.reason = "using " + out.backend->name() +
+                   (train.device == "auto" ? " (train.device=auto found a GPU)" : "");
+      return out;
+    }
+    why_not_cuda = probe.reason;
+  }
+#endif
+  if (train.device == "cuda")
+    fail("train.device=cuda but CUDA is not usable: {}", why_not_cuda);
+  out.backend = std::make_unique<CpuBackend<float>>(static_cast<int>(train.threads));
+  out.reason = "using " + out.backend->name() +
+               (train.device == "auto" ? " (train.device=auto: " + why_not_cuda + ")" : "");
+  return out;
+}
+
+}  // namespace mhc

@@ -1,0 +1,78 @@
+#include "inference.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "backend_factory.h"
+#include "checkpoint.h"
+#include "error.h"
+#include "rng.h"
+
+namespace mhc {
+
+LoadedModel load_trained_model(const std::string& path, const std::string& device, int max_batch,
+                               int threads) {
+  LoadedModel lm;
+  lm.checkpoint_dir = resolve_checkpoint(path);
+  lm.cfg = checkpoint_config(lm.checkpoint_dir);
+  lm.cfg.train.device = device;
+  lm.cfg.train.threads = threads;
+  lm.cfg.train.precision = "fp32";
+  lm.shape = model_shape_from_config(lm.cfg);
+  lm.layout = std::make_unique<ParamLayout>(ParamLayout::build(lm.shape, lm.cfg));
+  lm.backend = make_backend(lm.cfg.train).backend;
+  lm.model = std::make_unique<Model>(*lm.backend, lm.shape, *lm.layout, max_batch);
+  read_weights(lm.checkpoint_dir + "/model.safetensors", *lm.model);
+  return lm;
+}
+
+namespace {
+
+int sample_token(std::vector<double> logits, int V, const GenerateOptions& o, SequentialRng& rng) {
+  logits.resize(static_cast<size_t>(V));
+  if (o.temperature <= 0)
+    return static_cast<int>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  std::vector<int> order(static_cast<size_t>(V));
+  std::iota(order.begin(), order.end(), 0);
+  const int k = (o.top_k > 0 && o.top_k < V) ? o.top_k : V;
+  std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                    [&](int a, int b) { return logits[a] > logits[b]; });
+  const double top = logits[order[0]];
+  std::vector<double> p(static_cast<size_t>(k));
+  double sum = 0;
+  for (int i = 0; i < k; ++i) sum += p[i] = std::exp((logits[order[i]] - top) / o.temperature);
+  double u = rng.uniform() * sum;
+  for (int i = 0; i < k; ++i) {
+    u -= p[i];
+    if (u <= 0) return order[i];
+  }
+  return order[k - 1];
+}
+
+}  // namespace
+
+std::string generate(Model& model, const Tokenizer& tok, const std::string& prompt,
+                     const GenerateOptions& o, const std::function<void(const std::string&)>& on_text) {
+  const ModelShape& s = model.shape();
+  std::vector<int32_t> ctx = tok.encode(prompt.empty() ? std::string("\n") : prompt);
+  for (int32_t t : ctx)
+    if (t >= s.V) fail("the prompt has token {} outside the model's vocabulary of {}", t, s.V);
+  SequentialRng rng(o.seed);
+  std::vector<int32_t> generated;
+  std::vector<double> row(static_cast<size_t>(s.Vp));
+  for (int i = 0; i < o.max_new_tokens; ++i) {
+    const int len = std::min<int>(static_cast<int>(ctx.size()), s.T);
+    const int32_t* window = ctx.data() + ctx.size() - len;
+    model.forward(window, nullptr, 1, len, 0.0f);
+    model.backend().download(model.logits().slice(static_cast<int64_t>(len - 1) * s.Vp, s.Vp),
+                             row.data());
+    const int next = sample_token(row, s.V, o, rng);
+    ctx.push_back(next);
+    generated.push_back(next);
+    if (on_text) on_text(tok.decode({next}));
+  }
+  return tok.decode(generated);
+}
+
+}  // namespace mhc

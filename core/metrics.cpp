@@ -1,0 +1,40 @@
+#include "metrics.h"
+
+#include "error.h"
+
+namespace mhc {
+
+MetricsWriter::MetricsWriter(const std::string& path) : out_(path, std::ios::app) {
+  if (!out_) fail("cannot open '{}' for writing", path);
+}
+
+void MetricsWriter::write(const nlohmann::ordered_json& object) {
+  out_ << object.dump() << '\n';
+  out_.flush();
+}
+
+nlohmann::ordered_json amax_json(const AmaxGain& g) {
+  nlohmann::ordered_json js;
+  js["fwd_mean"] = g.fwd_mean;
+  js["fwd_max"] = g.fwd_max;
+  js["bwd_mean"] = g.bwd_mean;
+  js["bwd_max"] = g.bwd_max;
+  js["layer_fwd_mean"] = g.layer_fwd_mean;
+  js["layer_fwd_max"] = g.layer_fwd_max;
+  js["layer_fwd_worst"] = g.layer_fwd_worst;
+  js["layer_bwd_mean"] = g.layer_bwd_mean;
+  js["layer_bwd_max"] = g.layer_bwd_max;
+  js["layer_bwd_worst"] = g.layer_bwd_worst;
+  return js;
+}
+
+int64_t metrics_line_step(const std::string& line) {
+  try {
+    auto js = nlohmann::json::parse(line);
+    if (js.contains("step")) return js["step"].get<int64_t>();
+  } catch (const nlohmann::json::exception&) {
+  }
+  return -1;
+}
+
+}  // namespace mhc

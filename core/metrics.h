@@ -1,0 +1,27 @@
+// metrics.jsonl: one JSON object per logged step or evaluation, flushed line by line
+// so a crashed run keeps everything it logged.
+#pragma once
+#include <cstdint>
+#include <fstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "diagnostics.h"
+
+namespace mhc {
+
+class MetricsWriter {
+ public:
+  explicit MetricsWriter(const std::string& path);
+  void write(const nlohmann::ordered_json& object);
+
+ private:
+  std::ofstream out_;
+};
+
+nlohmann::ordered_json amax_json(const AmaxGain& g);
+// The "step" of a metrics line, or -1 when it has none.
+int64_t metrics_line_step(const std::string& line);
+
+}  // namespace mhc

@@ -1,0 +1,362 @@
+#include "trainer.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+
+#include "backend_factory.h"
+#include "checkpoint.h"
+#include "data/sampler.h"
+#include "data/shards.h"
+#include "diagnostics.h"
+#include "error.h"
+#include "metrics.h"
+#include "model.h"
+#include "optimizer.h"
+#include "schedule.h"
+#include "text_util.h"
+
+namespace mhc {
+namespace fs = std::filesystem;
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Micro-steps per optimizer step for this world size (train.grad_accum, or derived from
+// train.batch_size); MhcError when the global batch does not split evenly.
+int64_t resolve_grad_accum(const Config::Train& t, int world) {
+  const int64_t per_micro = t.micro_batch * world;
+  if (t.batch_size > 0) {
+    if (t.batch_size % per_micro != 0)
+      fail("train.batch_size={} is not divisible by train.micro_batch={} x {} ranks", t.batch_size,
+           t.micro_batch, world);
+    const int64_t accum = t.batch_size / per_micro;
+    if (t.grad_accum > 0 && t.grad_accum != accum)
+      fail("train.grad_accum={} contradicts train.batch_size={} (micro_batch {} x {} ranks "
+           "needs grad_accum {})", t.grad_accum, t.batch_size, t.micro_batch, world, accum);
+    return accum;
+  }
+  return t.grad_accum > 0 ? t.grad_accum : 1;
+}
+
+std::string environment_text(const std::string& backend_name, const Communicator& comm) {
+  char host[256] = {0};
+  gethostname(host, sizeof(host) - 1);
+  std::time_t now = std::time(nullptr);
+  char date[64];
+  std::strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  std::string out;
+  out += fmt::format("mhc_version: {}\n", MHC_VERSION);
+#ifdef MHC_GIT_SHA
+  out += fmt::format("git_sha: {}\n", MHC_GIT_SHA);
+#endif
+  out += fmt::format("date: {}\nhost: {}\nbackend: {}\ncuda_built: {}\n", date, host, backend_name,
+                     built_with_cuda() ? "yes" : "no");
+  out += fmt::format("world_size: {}\ncomm: {}\n", comm.size(), comm.name());
+  return out;
+}
+
+std::string format_duration(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  const int64_t t = static_cast<int64_t>(s + 0.5);
+  if (t >= 3600) return fmt::format("{}h{:02d}m", t / 3600, (t % 3600) / 60);
+  if (t >= 60) return fmt::format("{}m{:02d}s", t / 60, t % 60);
+  return fmt::format("{}s", t);
+}
+
+// Keeps only metrics lines of steps <= `step` (a resumed run rewrites what follows).
+void truncate_metrics(const std::string& path, int64_t step) {
+  if (!fs::exists(path)) return;
+  std::ifstream in(path);
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    const int64_t s = metrics_line_step(line);
+    if (s >= 0 && s <= step) kept += line + "\n";
+  }
+  write_file_atomic(path, kept);
+}
+
+class TrainLoop {
+ public:
+  TrainLoop(const Config& cfg, const TrainOptions& opts, Communicator& comm,
+            std::shared_ptr<spdlog::logger> log)
+      : cfg_(cfg), opts_(opts), comm_(comm), log_(std::move(log)),
+        shape_(model_shape_from_config(cfg)), layout_(ParamLayout::build(shape_, cfg)) {}
+
+  TrainResult run();
+
+ private:
+  void setup_run_dir();
+  void fill_train_batch(int64_t step, int64_t micro);
+  double evaluate(AmaxGain* gains);
+  void log_eval(int64_t step, double val_loss, const AmaxGain& g);
+  std::string save_checkpoint(int64_t step);
+
+  const Config& cfg_;
+  const TrainOptions& opts_;
+  Communicator& comm_;
+  std::shared_ptr<spdlog::logger> log_;
+  ModelShape shape_;
+  ParamLayout layout_;
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<AdamW> opt_;
+  std::unique_ptr<ShardSet> train_shards_, val_shards_;
+  std::unique_ptr<SequenceSampler> train_sampler_, val_sampler_;
+  std::unique_ptr<MetricsWriter> metrics_;
+  std::unique_ptr<CheckpointManager> ckpt_;
+  std::vector<int32_t> inputs_, targets_;
+  TrainState state_;
+  std::string run_dir_;
+  int64_t accum_ = 1, global_batch_ = 0;
+  int B_ = 0, T_ = 0;
+};
+
+void TrainLoop::setup_run_dir() {
+  run_dir_ = opts_.run_dir.empty() ? default_run_dir(cfg_) : opts_.run_dir;
+  if (comm_.rank() != 0) return;
+  std::error_code ec;
+  fs::create_directories(run_dir_, ec);
+  if (!fs::is_directory(run_dir_)) fail("cannot create run directory '{}'", run_dir_);
+  write_file_atomic(run_dir_ + "/config.yaml", config_to_yaml(cfg_));
+  write_file_atomic(run_dir_ + "/cmdline.txt", opts_.command_line + "\n");
+  write_file_atomic(run_dir_ + "/env.txt", environment_text(backend_->name(), comm_));
+}
+
+void TrainLoop::fill_train_batch(int64_t step, int64_t micro) {
+  // Global sample index: the same samples make up a step whatever the world size.
+  const int64_t base = step * global_batch_ + (micro * comm_.size() + comm_.rank()) * B_;
+  for (int b = 0; b < B_; ++b)
+    train_sampler_->train_sample(base + b, inputs_.data() + static_cast<size_t>(b) * T_,
+                                 targets_.data() + static_cast<size_t>(b) * T_);
+}
+
+double TrainLoop::evaluate(AmaxGain* gains) {
+  double acc[2] = {0, 0};  // loss sum, batches
+  for (int64_t batch = comm_.rank(); batch < cfg_.train.eval_batches; batch += comm_.size()) {
+    for (int b = 0; b < B_; ++b)
+      val_sampler_->val_sample(batch * B_ + b, inputs_.data() + static_cast<size_t>(b) * T_,
+                               targets_.data() + static_cast<size_t>(b) * T_);
+    acc[0] += model_->forward(inputs_.data(), targets_.data(), B_, T_, 0.0f);
+    acc[1] += 1;
+    if (gains && batch == comm_.rank() && shape_.mode != ResidualMode::Baseline)
+      *gains = amax_gain_of(*model_);
+  }
+  comm_.all_reduce_sum_host(acc, 2);
+  return acc[1] > 0 ? acc[0] / acc[1] : std::numeric_limits<double>::quiet_NaN();
+}
+
+void TrainLoop::log_eval(int64_t step, double val_loss, const AmaxGain& g) {
+  const bool streams = shape_.mode != ResidualMode::Baseline;
+  std::string amax;
+  if (streams)
+    amax = fmt::format(" | amax fwd {:.3f}/{:.3f} bwd {:.3f}/{:.3f} (mean/max)", g.fwd_mean,
+                       g.fwd_max, g.bwd_mean, g.bwd_max);
+  log_->info("eval step {}/{} | val loss {:.4f} | val bpt {:.4f}{}", step, cfg_.train.steps,
+             val_loss, val_loss / std::log(2.0), amax);
+  if (comm_.rank() != 0) return;
+  nlohmann::ordered_json js;
+  js["type"] = "eval";
+  js["step"] = step;
+  js["tokens"] = state_.tokens_seen;
+  js["val_loss"] = val_loss;
+  if (streams) js["amax"] = amax_json(g);
+  metrics_->write(js);
+}
+
+std::string TrainLoop::save_checkpoint(int64_t step) {
+  state_.step = step;
+  state_.next_sample = step * global_batch_;
+  if (comm_.rank() != 0) return "";
+  const std::string dir = ckpt_->save(*model_, *opt_, state_, cfg_, cfg_.data.tokenizer);
+  log_->info("checkpoint {}", dir);
+  return dir;
+}
+
+TrainResult TrainLoop::run() {
+  const Config::Train& t = cfg_.train;
+  BackendChoice choice = make_backend(t, comm_.local_rank());
+  backend_ = std::move(choice.backend);
+  log_->info("{}", choice.reason);
+  if (backend_->device() == DeviceKind::Cpu && t.precision == "bf16")
+    log_->info("the CPU backend computes in fp32 (train.precision=bf16 applies to GPUs)");
+  accum_ = resolve_grad_accum(t, comm_.size());
+  B_ = static_cast<int>(t.micro_batch);
+  T_ = shape_.T;
+  global_batch_ = t.micro_batch * accum_ * comm_.size();
+  const int64_t tokens_per_step = global_batch_ * T_;
+
+  train_shards_ = std::make_unique<ShardSet>(cfg_.data.train, shape_.V, "data.train");
+  val_shards_ = std::make_unique<ShardSet>(cfg_.data.val, shape_.V, "data.val");
+  train_sampler_ = std::make_unique<SequenceSampler>(*train_shards_, T_, cfg_.run.seed);
+  val_sampler_ = std::make_unique<SequenceSampler>(*val_shards_, T_, cfg_.run.seed);
+
+  model_ = std::make_unique<Model>(*backend_, shape_, layout_, B_);
+  model_->init_weights(static_cast<uint64_t>(cfg_.run.seed));
+  OptimizerSettings os{t.beta1, t.beta2, t.eps, t.weight_decay, t.grad_clip};
+  opt_ = std::make_unique<AdamW>(*model_, os);
+  inputs_.resize(static_cast<size_t>(B_) * T_);
+  targets_.resize(static_cast<size_t>(B_) * T_);
+
+  setup_run_dir();
+  ckpt_ = std::make_unique<CheckpointManager>(run_dir_, static_cast<int>(t.keep_last));
+  state_.seed = static_cast<uint64_t>(cfg_.run.seed);
+  state_.world_size = comm_.size();
+
+  TrainResult result;
+  result.run_dir = run_dir_;
+  result.initial_val_loss = std::numeric_limits<double>::quiet_NaN();
+  std::string resume_from;
+  if (opts_.resume == "auto") {
+    resume_from = ckpt_->latest();
+    if (resume_from.empty()) log_->info("--resume auto: no checkpoint in {}, starting fresh", run_dir_);
+  } else if (!opts_.resume.empty()) {
+    resume_from = resolve_checkpoint(opts_.resume);
+  }
+  if (!resume_from.empty()) {
+    state_ = restore_checkpoint(resume_from, cfg_, *model_, *opt_);
+    if (state_.world_size != comm_.size())
+      log_->warn("resuming a run saved with {} ranks on {} ranks", state_.world_size, comm_.size());
+    state_.world_size = comm_.size();
+    result.last_checkpoint = resume_from;
+    log_->info("resumed from {} at step {}", resume_from, state_.step);
+  }
+  const std::string metrics_path = run_dir_ + "/metrics.jsonl";
+  if (comm_.rank() == 0) {
+    if (resume_from.empty()) {
+      std::error_code ec;
+      fs::remove(metrics_path, ec);
+    } else {
+      truncate_metrics(metrics_path, state_.step);
+    }
+    metrics_ = std::make_unique<MetricsWriter>(metrics_path);
+  }
+
+  const int64_t params = layout_.total;
+  log_->info("model: {} mode, n={}, {} layers, d={}, {} heads, T={}, {:.2f}M parameters "
+             "({} in connections)", residual_mode_name(shape_.mode), shape_.n, shape_.L, shape_.C,
+             shape_.n_head, shape_.T, params / 1e6, layout_.count_matching(true));
+  log_->info("batch: {} x {} tokens per micro-step, {} micro-steps x {} ranks = {} tokens per "
+             "step; {} steps", B_, T_, accum_, comm_.size(), tokens_per_step, t.steps);
+  log_->info("data: {} train tokens in {} shards, {} val tokens", train_shards_->total_tokens(),
+             train_shards_->shards().size(), val_shards_->total_tokens());
+  log_->info("run directory: {}", run_dir_);
+
+  AmaxGain gains;
+  if (state_.step == 0) {
+    result.initial_val_loss = evaluate(&gains);
+    log_eval(0, result.initial_val_loss, gains);
+  }
+
+  double window_time = 0, window_loss = 0;
+  int64_t window_steps = 0;
+  const auto run_start = Clock::now();
+  const double elapsed_before = state_.elapsed_s;
+  int64_t step = state_.step;
+  double last_loss = 0;
+  while (step < t.steps) {
+    if (opts_.stop_requested && opts_.stop_requested->load()) {
+      log_->warn("stop requested: checkpointing at step {} and exiting", step);
+      result.stopped_early = true;
+      break;
+    }
+    const auto t0 = Clock::now();
+    const double lr = learning_rate(t, step);
+    model_->zero_grads();
+    double loss = 0;
+    const float grad_scale = 1.0f / static_cast<float>(accum_ * comm_.size());
+    for (int64_t micro = 0; micro < accum_; ++micro) {
+      fill_train_batch(step, micro);
+      loss += model_->forward(inputs_.data(), targets_.data(), B_, T_, grad_scale);
+      model_->backward();
+    }
+    comm_.all_reduce_sum(model_->grads());
+    double loss_sum[1] = {loss};
+    comm_.all_reduce_sum_host(loss_sum, 1);
+    loss = loss_sum[0] / static_cast<double>(accum_ * comm_.size());
+    const double norm = opt_->grad_norm();
+    if (!std::isfinite(loss) || !std::isfinite(norm)) {
+      const std::string last = ckpt_->latest();
+      fail("non-finite {} ({}) at step {} (lr {:.3g}); stopping without saving. {}",
+           std::isfinite(loss) ? "gradient norm" : "loss", std::isfinite(loss) ? norm : loss,
+           step + 1, lr,
+           last.empty() ? std::string("No checkpoint was written yet.")
+                        : "The last good checkpoint is " + last);
+    }
+    opt_->step(lr, norm);
+    backend_->synchronize();
+    ++step;
+    state_.tokens_seen += tokens_per_step;
+    last_loss = loss;
+    const double dt = seconds_since(t0);
+    window_time += dt;
+    window_loss += loss;
+    ++window_steps;
+
+    if (step % t.log_every == 0 || step == t.steps) {
+      const double ms = 1000.0 * window_time / window_steps;
+      const double tps = tokens_per_step * window_steps / window_time;
+      const double eta = (t.steps - step) * window_time / window_steps;
+      log_->info("step {}/{} | loss {:.4f} | lr {:.2e} | grad norm {:.3f} | {:.1f}k tok/s | "
+                 "{:.1f} ms/step | ETA {}", step, t.steps, window_loss / window_steps, lr, norm,
+                 tps / 1e3, ms, format_duration(eta));
+      if (comm_.rank() == 0) {
+        nlohmann::ordered_json js;
+        js["type"] = "train";
+        js["step"] = step;
+        js["tokens"] = state_.tokens_seen;
+        js["loss"] = window_loss / window_steps;
+        js["lr"] = lr;
+        js["grad_norm"] = norm;
+        js["tokens_per_s"] = tps;
+        js["ms_per_step"] = ms;
+        js["peak_bytes"] = backend_->peak_bytes();
+        metrics_->write(js);
+      }
+      window_time = window_loss = 0;
+      window_steps = 0;
+    }
+    const bool last_step = step == t.steps;
+    if ((t.eval_every > 0 && step % t.eval_every == 0) || last_step) {
+      const double val = evaluate(&gains);
+      state_.last_val_loss = val;
+      result.final_val_loss = val;
+      log_eval(step, val, gains);
+    }
+    state_.elapsed_s = elapsed_before + seconds_since(run_start);
+    if ((t.checkpoint_every > 0 && step % t.checkpoint_every == 0) || last_step)
+      result.last_checkpoint = save_checkpoint(step);
+  }
+  if (result.stopped_early) {
+    state_.elapsed_s = elapsed_before + seconds_since(run_start);
+    result.last_checkpoint = save_checkpoint(step);
+  }
+  comm_.barrier();
+  result.steps_done = step;
+  result.final_train_loss = last_loss;
+  log_->info("done: step {}/{} in {} | peak memory {:.1f} MiB | run {}", step, t.steps,
+             format_duration(seconds_since(run_start)), backend_->peak_bytes() / 1048576.0, run_dir_);
+  return result;
+}
+
+}  // namespace
+
+std::string default_run_dir(const Config& cfg) { return cfg.run.dir + "/" + cfg.run.name; }
+
+TrainResult train(const Config& cfg, const TrainOptions& options, Communicator& comm,
+                  std::shared_ptr<spdlog::logger> log) {
+  TrainLoop loop(cfg, options, comm, std::move(log));
+  return loop.run();
+}
+
+}  // namespace mhc

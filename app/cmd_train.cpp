@@ -18,7 +18,8 @@ namespace {
 struct TrainArgs {
   std::vector<std::string> configs, sets;
   std::string run_dir, resume;
-  bool print_config = false, dry_run = false, help_config = false;
+  int64_t stop_at_step = 0;
+  bool print_config = false, dry_run = false, help_config = false, overwrite = false;
 };
 
 std::string human_bytes(double b) {
@@ -62,6 +63,9 @@ void add_train_command(CLI::App& app, const AppContext& ctx) {
   cmd->add_option("--set", args->sets, "override a key: --set train.lr=3e-4 (repeatable)");
   cmd->add_option("--run-dir", args->run_dir, "run directory (default <run.dir>/<run.name>)");
   cmd->add_option("--resume", args->resume, "'auto' (latest checkpoint of the run) or a checkpoint path");
+  cmd->add_flag("--overwrite", args->overwrite, "start over in a run directory that has checkpoints");
+  cmd->add_option("--stop-at-step", args->stop_at_step,
+                  "checkpoint and exit once this step is done (e.g. before a job's time limit)");
   cmd->add_flag("--print-config", args->print_config, "print the resolved config and exit");
   cmd->add_flag("--dry-run", args->dry_run, "print the parameter table and memory estimate and exit");
   cmd->add_flag("--help-config", args->help_config, "list every config key and exit");
@@ -70,7 +74,13 @@ void add_train_command(CLI::App& app, const AppContext& ctx) {
       print_config_help();
       return;
     }
-    const Config cfg = resolve_config(args->configs, args->sets);
+    Config cfg = resolve_config(args->configs, args->sets);
+    if (cfg.run.name.empty()) {
+      const std::string stem = args->configs.empty()
+                                   ? std::string("run")
+                                   : std::filesystem::path(args->configs.front()).stem().string();
+      cfg.run.name = stem + "-" + cfg.residual.mode;
+    }
     if (args->print_config) {
       std::fputs(config_to_yaml(cfg).c_str(), stdout);
       return;
@@ -83,6 +93,8 @@ void add_train_command(CLI::App& app, const AppContext& ctx) {
     TrainOptions opts;
     opts.run_dir = args->run_dir.empty() ? default_run_dir(cfg) : args->run_dir;
     opts.resume = args->resume;
+    opts.stop_at_step = args->stop_at_step;
+    opts.overwrite = args->overwrite;
     opts.command_line = ctx.command_line;
     opts.stop_requested = ctx.stop_requested;
     std::string log_file;

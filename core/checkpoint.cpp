@@ -183,8 +183,7 @@ TrainState read_train_state(const std::string& ckpt_dir) {
   return s;
 }
 
-TrainState restore_checkpoint(const std::string& ckpt_dir, const Config& cfg, Model& model,
-                              AdamW& opt) {
+void validate_checkpoint(const std::string& ckpt_dir, const Config& cfg) {
   const Config saved = checkpoint_config(ckpt_dir);
   const auto diffs = config_differences(saved, cfg, {"model.", "residual."});
   if (!diffs.empty()) {
@@ -193,6 +192,14 @@ TrainState restore_checkpoint(const std::string& ckpt_dir, const Config& cfg, Mo
     fail("cannot resume from '{}': it holds a different model ({} [checkpoint vs config])",
          ckpt_dir, list);
   }
+  read_train_state(ckpt_dir);
+  SafetensorsFile weights(ckpt_dir + "/model.safetensors");
+  SafetensorsFile optim(ckpt_dir + "/optim_rank00000.safetensors");
+}
+
+TrainState restore_checkpoint(const std::string& ckpt_dir, const Config& cfg, Model& model,
+                              AdamW& opt) {
+  validate_checkpoint(ckpt_dir, cfg);
   TrainState state = read_train_state(ckpt_dir);
   read_weights(ckpt_dir + "/model.safetensors", model);
   SafetensorsFile f(ckpt_dir + "/optim_rank00000.safetensors");

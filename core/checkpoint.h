@@ -55,6 +55,9 @@ std::string resolve_checkpoint(const std::string& path);
 // The resolved config stored with a checkpoint.
 Config checkpoint_config(const std::string& ckpt_dir);
 TrainState read_train_state(const std::string& ckpt_dir);
+// Checks, without loading into a model, that a checkpoint is complete and readable and
+// holds the config's model shape; MhcError naming the problem otherwise.
+void validate_checkpoint(const std::string& ckpt_dir, const Config& cfg);
 // Restores weights, optimizer moments and step; refuses a checkpoint of another model
 // shape, naming the differing keys.
 TrainState restore_checkpoint(const std::string& ckpt_dir, const Config& cfg, Model& model,

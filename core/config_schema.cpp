@@ -174,7 +174,7 @@ void add_field(std::vector<Field>& fields, const std::string& key,
 
 std::vector<Field> build_schema() {
   std::vector<Field> f;
-  MHC_STR(run.name, "default", "run name; the run directory is <run.dir>/<run.name>");
+  MHC_STR(run.name, "", "run name (<run.dir>/<run.name>); empty = <first config file>-<mode>");
   MHC_STR(run.dir, "runs", "parent folder of run directories");
   MHC_INT(run.seed, 1337, "seed of weights and data order");
 

@@ -119,11 +119,11 @@ class TrainLoop {
   TrainState state_;
   std::string run_dir_;
   int64_t accum_ = 1, global_batch_ = 0;
+  int64_t saved_step_ = -1;  // step of the newest checkpoint of this run
   int B_ = 0, T_ = 0;
 };
 
 void TrainLoop::setup_run_dir() {
-  run_dir_ = opts_.run_dir.empty() ? default_run_dir(cfg_) : opts_.run_dir;
   if (comm_.rank() != 0) return;
   std::error_code ec;
   fs::create_directories(run_dir_, ec);
@@ -177,6 +177,7 @@ void TrainLoop::log_eval(int64_t step, double val_loss, const AmaxGain& g) {
 std::string TrainLoop::save_checkpoint(int64_t step) {
   state_.step = step;
   state_.next_sample = step * global_batch_;
+  saved_step_ = step;
   if (comm_.rank() != 0) return "";
   const std::string dir = ckpt_->save(*model_, *opt_, state_, cfg_, cfg_.data.tokenizer);
   log_->info("checkpoint {}", dir);
@@ -185,22 +186,32 @@ std::string TrainLoop::save_checkpoint(int64_t step) {
 
 TrainResult TrainLoop::run() {
   const Config::Train& t = cfg_.train;
-  BackendChoice choice = make_backend(t, comm_.local_rank());
-  backend_ = std::move(choice.backend);
-  log_->info("{}", choice.reason);
-  if (backend_->device() == DeviceKind::Cpu && t.precision == "bf16")
-    log_->info("the CPU backend computes in fp32 (train.precision=bf16 applies to GPUs)");
+  // Everything that can reject the user's input comes first, before any output.
   accum_ = resolve_grad_accum(t, comm_.size());
   B_ = static_cast<int>(t.micro_batch);
   T_ = shape_.T;
   global_batch_ = t.micro_batch * accum_ * comm_.size();
   const int64_t tokens_per_step = global_batch_ * T_;
-
   train_shards_ = std::make_unique<ShardSet>(cfg_.data.train, shape_.V, "data.train");
   val_shards_ = std::make_unique<ShardSet>(cfg_.data.val, shape_.V, "data.val");
   train_sampler_ = std::make_unique<SequenceSampler>(*train_shards_, T_, cfg_.run.seed);
   val_sampler_ = std::make_unique<SequenceSampler>(*val_shards_, T_, cfg_.run.seed);
+  run_dir_ = opts_.run_dir.empty() ? default_run_dir(cfg_) : opts_.run_dir;
+  ckpt_ = std::make_unique<CheckpointManager>(run_dir_, static_cast<int>(t.keep_last));
+  std::string resume_from;
+  if (opts_.resume == "auto")
+    resume_from = ckpt_->latest();
+  else if (!opts_.resume.empty())
+    resume_from = resolve_checkpoint(opts_.resume);
+  if (!resume_from.empty()) validate_checkpoint(resume_from, cfg_);
+  if (resume_from.empty() && !ckpt_->latest().empty() && !opts_.overwrite)
+    fail("run directory '{}' already has checkpoints (latest {}); use --resume auto to "
+         "continue it, --overwrite to start over, or another --run-dir or run.name",
+         run_dir_, ckpt_->latest());
 
+  BackendChoice choice = make_backend(t, comm_.local_rank());
+  backend_ = std::move(choice.backend);
+  log_->info("{}", choice.reason);
   model_ = std::make_unique<Model>(*backend_, shape_, layout_, B_);
   model_->init_weights(static_cast<uint64_t>(cfg_.run.seed));
   OptimizerSettings os{t.beta1, t.beta2, t.eps, t.weight_decay, t.grad_clip};
@@ -209,27 +220,26 @@ TrainResult TrainLoop::run() {
   targets_.resize(static_cast<size_t>(B_) * T_);
 
   setup_run_dir();
-  ckpt_ = std::make_unique<CheckpointManager>(run_dir_, static_cast<int>(t.keep_last));
   state_.seed = static_cast<uint64_t>(cfg_.run.seed);
   state_.world_size = comm_.size();
 
   TrainResult result;
   result.run_dir = run_dir_;
   result.initial_val_loss = std::numeric_limits<double>::quiet_NaN();
-  std::string resume_from;
-  if (opts_.resume == "auto") {
-    resume_from = ckpt_->latest();
-    if (resume_from.empty()) log_->info("--resume auto: no checkpoint in {}, starting fresh", run_dir_);
-  } else if (!opts_.resume.empty()) {
-    resume_from = resolve_checkpoint(opts_.resume);
-  }
+  if (opts_.resume == "auto" && resume_from.empty())
+    log_->info("--resume auto: no checkpoint in {}, starting fresh", run_dir_);
   if (!resume_from.empty()) {
     state_ = restore_checkpoint(resume_from, cfg_, *model_, *opt_);
     if (state_.world_size != comm_.size())
       log_->warn("resuming a run saved with {} ranks on {} ranks", state_.world_size, comm_.size());
     state_.world_size = comm_.size();
     result.last_checkpoint = resume_from;
+    saved_step_ = state_.step;
     log_->info("resumed from {} at step {}", resume_from, state_.step);
+  } else if (!ckpt_->latest().empty()) {
+    comm_.barrier();
+    if (comm_.rank() == 0) fs::remove_all(run_dir_ + "/checkpoints");
+    log_->info("--overwrite: removed the previous checkpoints of {}", run_dir_);
   }
   const std::string metrics_path = run_dir_ + "/metrics.jsonl";
   if (comm_.rank() == 0) {
@@ -267,6 +277,11 @@ TrainResult TrainLoop::run() {
   while (step < t.steps) {
     if (opts_.stop_requested && opts_.stop_requested->load()) {
       log_->warn("stop requested: checkpointing at step {} and exiting", step);
+      result.stopped_early = true;
+      break;
+    }
+    if (opts_.stop_at_step > 0 && step >= opts_.stop_at_step) {
+      log_->info("--stop-at-step {} reached: checkpointing and exiting", opts_.stop_at_step);
       result.stopped_early = true;
       break;
     }
@@ -315,7 +330,8 @@ TrainResult TrainLoop::run() {
         js["type"] = "train";
         js["step"] = step;
         js["tokens"] = state_.tokens_seen;
-        js["loss"] = window_loss / window_steps;
+        js["loss"] = loss;  // this step's loss (exact, so resumed runs compare bit for bit)
+        js["loss_avg"] = window_loss / window_steps;  // mean since the previous log line
         js["lr"] = lr;
         js["grad_norm"] = norm;
         js["tokens_per_s"] = tps;
@@ -337,7 +353,7 @@ TrainResult TrainLoop::run() {
     if ((t.checkpoint_every > 0 && step % t.checkpoint_every == 0) || last_step)
       result.last_checkpoint = save_checkpoint(step);
   }
-  if (result.stopped_early) {
+  if (result.stopped_early && saved_step_ != step) {
     state_.elapsed_s = elapsed_before + seconds_since(run_start);
     result.last_checkpoint = save_checkpoint(step);
   }

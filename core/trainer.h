@@ -18,6 +18,8 @@ struct TrainOptions {
   std::string resume;               // "", "auto" or a checkpoint/run path
   std::string command_line;         // recorded in cmdline.txt
   const std::atomic<bool>* stop_requested = nullptr;  // set by SIGTERM/SIGUSR1
+  int64_t stop_at_step = 0;         // > 0: checkpoint and return once this step is done
+  bool overwrite = false;           // start over in a run directory that has checkpoints
 };
 
 struct TrainResult {

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what mhc needs from Debian's archive (only the missing packages), then
+# configures and builds it into build/. Safe to re-run; the second run is fast.
+#   scripts/setup.sh            build mhc and the tests
+#   MHC_BUILD_DIR=dir           build elsewhere (default build)
+#   MHC_CMAKE_ARGS="..."        extra CMake arguments (e.g. -DMHC_CUDA=OFF)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  build-essential cmake pkg-config git
+  libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev libgtest-dev
+  libopenblas-openmp-dev libopenmpi-dev openmpi-bin
+  python3-torch python3-numpy python3-matplotlib
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  sudo_cmd=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "setup: need root or sudo to apt-get install ${missing[*]}" >&2; exit 1; }
+    sudo_cmd=(sudo)
+  fi
+  "${sudo_cmd[@]}" apt-get update -q
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+build_dir=${MHC_BUILD_DIR:-build}
+# shellcheck disable=SC2086
+cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release ${MHC_CMAKE_ARGS:-}
+cmake --build "$build_dir" -j "$(nproc)"
+echo "setup: built $build_dir/mhc"

@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# End-to-end tests of the mhc binary, one case per ctest entry:
+#   e2e.sh MHC_BINARY CASE WORK_DIR
+# Cases: train_<mode> (loss falls; sample/eval/export/inspect work), resume (bit-identical),
+# errors (every bad input gives one clear error line and exit code 1).
+set -uo pipefail
+mhc=$1
+case_name=$2
+work=$3
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+rm -rf "$work" && mkdir -p "$work"
+cd "$work" || exit 1
+
+failures=0
+check() {  # check DESCRIPTION COMMAND...: the command must succeed
+  local what=$1
+  shift
+  if "$@"; then echo "ok: $what"; else echo "FAIL: $what"; failures=$((failures + 1)); fi
+}
+
+# A small real corpus: the project's own sources (a few hundred KB of text).
+make_corpus() {
+  "$mhc" prepare --input "$repo/core" --input "$repo/app" --output "$work/corpus" \
+    --val-fraction 0.1 >/dev/null || { echo "FAIL: prepare"; exit 1; }
+}
+
+train_tiny() {  # train_tiny RUN_DIR [args...]
+  local run=$1
+  shift
+  "$mhc" train -c "$here/tiny.yaml" --set "data.train=$work/corpus/*_train_*.bin" \
+    --set "data.val=$work/corpus/*_val_*.bin" --run-dir "$run" "$@"
+}
+
+# Prints the val_loss of the first and last eval lines of a metrics file.
+eval_losses() {
+  python3 -c '
+import json, sys
+evals = [json.loads(l) for l in open(sys.argv[1]) if "\"eval\"" in l]
+print(evals[0]["val_loss"], evals[-1]["val_loss"])' "$1"
+}
+
+case_train() {
+  local mode=$1
+  make_corpus
+  check "train $mode" train_tiny run --set "residual.mode=$mode" 2>train.err
+  read -r first last < <(eval_losses run/metrics.jsonl)
+  echo "val loss $first -> $last"
+  check "val loss fell below 0.7 x initial" python3 -c "import sys; sys.exit(0 if $last < 0.7 * $first else 1)"
+  check "initial val loss is near ln 256" python3 -c "import math,sys; sys.exit(0 if abs($first - math.log(256)) < 0.3 else 1)"
+  if [ "$mode" != baseline ]; then
+    check "amax gains logged" grep -q '"amax"' run/metrics.jsonl
+  fi
+  "$mhc" sample --checkpoint run --prompt "int main" --max-new-tokens 50 --seed 3 >sample.txt 2>sample.err
+  check "sample writes prompt + 50 bytes" test "$(head -c -1 sample.txt | wc -c)" -ge 50
+  "$mhc" sample --checkpoint run --prompt "int main" --max-new-tokens 50 --seed 3 >sample2.txt 2>/dev/null
+  check "sampling is reproducible for a seed" cmp -s sample.txt sample2.txt
+  check "eval reports bits per byte" sh -c "'$mhc' eval --checkpoint run --batches 2 | grep -q 'bits per byte'"
+  check "export" "$mhc" export --checkpoint run --output exported.safetensors
+  check "export has the documented names" python3 - exported.safetensors "$mode" <<'PY'
+import json, struct, sys
+raw = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+header = json.loads(raw[8:8 + n])
+names = set(header) - {"__metadata__"}
+need = {"embed.weight", "final_norm.weight", "blocks.0.attn_norm.weight", "blocks.1.mlp_norm.weight",
+        "blocks.0.attn.wq.weight", "blocks.0.attn.wk.weight", "blocks.0.attn.wv.weight",
+        "blocks.0.attn.wo.weight", "blocks.0.mlp.w_gate.weight", "blocks.0.mlp.w_up.weight",
+        "blocks.0.mlp.w_down.weight"}
+mode = sys.argv[2]
+if mode == "mhc":
+    need |= {"blocks.0.attn_conn.phi", "blocks.0.attn_conn.alpha", "blocks.1.mlp_conn.bias"}
+    assert header["blocks.0.attn_conn.phi"]["shape"] == [2 * 64, 2 * 2 + 4], header["blocks.0.attn_conn.phi"]
+if mode == "hc":
+    need |= {"blocks.0.attn_conn.a", "blocks.0.attn_conn.A", "blocks.1.mlp_conn.b"}
+assert header["embed.weight"]["shape"] == [256, 64], header["embed.weight"]
+missing = need - names
+assert not missing, missing
+assert "config" in header["__metadata__"] and header["__metadata__"]["tokenizer"] == "byte"
+PY
+  if [ "$mode" != baseline ]; then
+    check "inspect prints H_res and gains" sh -c "'$mhc' inspect --checkpoint run --json conn.json | grep -q 'Amax gain'"
+    check "inspect json" python3 -c "import json; d=json.load(open('conn.json')); assert len(d['sublayers']) == 4"
+  fi
+}
+
+case_resume() {
+  make_corpus
+  local common=(--set residual.mode=mhc --set train.steps=24 --set train.checkpoint_every=0
+                --set train.eval_every=12)
+  check "straight run" train_tiny straight "${common[@]}" 2>/dev/null
+  check "first half (stop at 12)" train_tiny split "${common[@]}" --stop-at-step 12 2>/dev/null
+  check "a fresh start refuses to overwrite" sh -c "! '$mhc' train -c '$here/tiny.yaml' --run-dir split >/dev/null 2>&1"
+  check "second half (--resume auto)" train_tiny split "${common[@]}" --resume auto 2>/dev/null
+  check "final weights are bit-identical" cmp straight/checkpoints/step_00000024/model.safetensors \
+    split/checkpoints/step_00000024/model.safetensors
+  check "final optimizer state is bit-identical" cmp straight/checkpoints/step_00000024/optim_rank00000.safetensors \
+    split/checkpoints/step_00000024/optim_rank00000.safetensors
+  check "losses are bit-identical" python3 - straight/metrics.jsonl split/metrics.jsonl <<'PY'
+import json, sys
+def losses(path):
+    rows = [json.loads(l) for l in open(path)]
+    return [(r["type"], r["step"], r.get("loss"), r.get("val_loss"), r.get("grad_norm")) for r in rows]
+a, b = losses(sys.argv[1]), losses(sys.argv[2])
+assert a == b, (a, b)
+print(len(a), "metrics rows identical")
+PY
+}
+
+# expect_error DESCRIPTION PATTERN COMMAND...: exit code 1, exactly one stderr line,
+# starting with "error:" and matching PATTERN.
+expect_error() {
+  local what=$1 pattern=$2
+  shift 2
+  "$@" >/dev/null 2>err.txt
+  local rc=$?
+  local lines
+  lines=$(grep -c '' err.txt)
+  if [ "$rc" -eq 1 ] && [ "$lines" -eq 1 ] && grep -q '^error: ' err.txt && grep -qE "$pattern" err.txt; then
+    echo "ok: $what -> $(cat err.txt)"
+  else
+    echo "FAIL: $what (exit $rc, $lines lines): $(cat err.txt)"
+    failures=$((failures + 1))
+  fi
+}
+
+write_shard() {  # write_shard PATH MAGIC VERSION COUNT ACTUAL_TOKENS MAX_TOKEN
+  python3 - "$@" <<'PY'
+import struct, sys
+path, magic, version, count, actual, top = sys.argv[1], *map(int, sys.argv[2:])
+header = struct.pack("<256i", magic, version, count, *([0] * 253))
+tokens = struct.pack("<%dH" % actual, *[(i * 7) % (top + 1) for i in range(actual)])
+open(path, "wb").write(header + tokens)
+PY
+}
+
+case_errors() {
+  make_corpus
+  local data=(--set "data.train=$work/corpus/*_train_*.bin" --set "data.val=$work/corpus/*_val_*.bin")
+  printf 'model:\n  d_modle: 64\n' >typo.yaml
+  expect_error "unknown key (file)" "typo.yaml.*model.d_modle.*did you mean 'model.d_model'" \
+    "$mhc" train -c typo.yaml --dry-run
+  expect_error "unknown key (--set)" "train.lrr.*did you mean 'train.lr'" "$mhc" train --set train.lrr=1 --dry-run
+  printf 'train:\n  steps: many\n' >type.yaml
+  expect_error "wrong type" "train.steps: expected an integer.*many" "$mhc" train -c type.yaml --dry-run
+  expect_error "wrong enum" "residual.mode.*'mhx' is not one of.*did you mean 'mhc'" \
+    "$mhc" train --set residual.mode=mhx --dry-run
+  expect_error "d_model not divisible by n_head" "model.d_model=100 is not divisible by model.n_head=3" \
+    "$mhc" train --set model.d_model=100 --set model.n_head=3 --dry-run
+  expect_error "missing config file" "nope.yaml" "$mhc" train -c nope.yaml --dry-run
+  expect_error "glob matches no shard" "data.train" \
+    train_tiny run1 --set "data.train=$work/none/*.bin" --set "data.val=$work/corpus/*_val_*.bin"
+  mkdir -p bad
+  : >bad/empty_train_000000.bin
+  expect_error "empty shard" "empty_train_000000.bin.*(empty|short)" \
+    train_tiny run2 --set "data.train=$work/bad/empty_*.bin" --set "data.val=$work/corpus/*_val_*.bin"
+  write_shard bad/magic_train_000000.bin 12345 1 5000 5000 255
+  expect_error "bad magic" "magic_train_000000.bin.*magic" \
+    train_tiny run3 --set "data.train=$work/bad/magic_*.bin" --set "data.val=$work/corpus/*_val_*.bin"
+  write_shard bad/size_train_000000.bin 20240520 1 5000 4000 255
+  expect_error "wrong size" "size_train_000000.bin.*(size|truncated)" \
+    train_tiny run4 --set "data.train=$work/bad/size_*.bin" --set "data.val=$work/corpus/*_val_*.bin"
+  write_shard bad/vocab_train_000000.bin 20240520 1 5000 5000 300
+  expect_error "token >= vocab" "vocab_train_000000.bin.*token.*vocab" \
+    train_tiny run5 --set "data.train=$work/bad/vocab_*.bin" --set "data.val=$work/corpus/*_val_*.bin"
+  # A real checkpoint, then damage and misuse it.
+  check "train a checkpoint" train_tiny good "${data[@]}" --set train.steps=4 --set train.eval_every=0 2>/dev/null
+  expect_error "resume with a different model shape" "different model.*model.d_model: 64 vs 128" \
+    train_tiny good "${data[@]}" --set train.steps=8 --set model.d_model=128 --resume auto
+  cp -r good/checkpoints/step_00000004 truncated
+  truncate -s 5000 truncated/model.safetensors
+  expect_error "truncated checkpoint" "model.safetensors.*truncated" \
+    train_tiny run6 "${data[@]}" --set train.steps=8 --resume truncated
+  expect_error "missing checkpoint" "no checkpoint|does not exist" "$mhc" sample --checkpoint nowhere
+}
+
+case "$case_name" in
+  train_baseline) case_train baseline ;;
+  train_hc) case_train hc ;;
+  train_mhc) case_train mhc ;;
+  resume) case_resume ;;
+  errors) case_errors ;;
+  *) echo "unknown case $case_name"; exit 2 ;;
+esac
+if [ "$failures" -ne 0 ]; then
+  echo "$failures check(s) failed"
+  exit 1
+fi
+echo "all checks passed"

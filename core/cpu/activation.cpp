@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "kernels.h"
+#include "vec_math.h"
 
 namespace mhc::cpu {
 
@@ -13,10 +14,8 @@ void swiglu_forward(T* out, const T* gate_up, int N, int H) {
     const T* g = gate_up + static_cast<int64_t>(r) * 2 * H;
     const T* u = g + H;
     T* o = out + static_cast<int64_t>(r) * H;
-    for (int i = 0; i < H; ++i) {
-      const T s = T(1) / (T(1) + std::exp(-g[i]));
-      o[i] = g[i] * s * u[i];
-    }
+#pragma omp simd
+    for (int i = 0; i < H; ++i) o[i] = g[i] * vsigmoid(g[i]) * u[i];
   }
 }
 
@@ -29,8 +28,9 @@ void swiglu_backward(T* dgate_up, const T* dout, const T* gate_up, int N, int H)
     const T* d = dout + static_cast<int64_t>(r) * H;
     T* dg = dgate_up + static_cast<int64_t>(r) * 2 * H;
     T* du = dg + H;
+#pragma omp simd
     for (int i = 0; i < H; ++i) {
-      const T s = T(1) / (T(1) + std::exp(-g[i]));
+      const T s = vsigmoid(g[i]);
       const T silu = g[i] * s;
       du[i] = d[i] * silu;
       dg[i] = d[i] * u[i] * s * (T(1) + g[i] * (T(1) - s));
@@ -42,10 +42,10 @@ template <class T>
 void gelu_forward(T* out, const T* x, int N, int H) {
   const T k = static_cast<T>(0.7978845608028654);  // sqrt(2/pi)
   const int64_t total = static_cast<int64_t>(N) * H;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < total; ++i) {
     const T v = x[i];
-    out[i] = T(0.5) * v * (T(1) + std::tanh(k * (v + T(0.044715) * v * v * v)));
+    out[i] = T(0.5) * v * (T(1) + vtanh(k * (v + T(0.044715) * v * v * v)));
   }
 }
 
@@ -53,10 +53,10 @@ template <class T>
 void gelu_backward(T* dx, const T* dout, const T* x, int N, int H) {
   const T k = static_cast<T>(0.7978845608028654);
   const int64_t total = static_cast<int64_t>(N) * H;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < total; ++i) {
     const T v = x[i];
-    const T th = std::tanh(k * (v + T(0.044715) * v * v * v));
+    const T th = vtanh(k * (v + T(0.044715) * v * v * v));
     const T dth = (T(1) - th * th) * k * (T(1) + T(3 * 0.044715) * v * v);
     dx[i] = dout[i] * (T(0.5) * (T(1) + th) + T(0.5) * v * dth);
   }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kernels.h"
+#include "vec_math.h"
 
 namespace mhc::cpu {
 namespace {
@@ -23,13 +24,16 @@ void causal_probs(T* S, T* lse, const T* Q, const T* K, int T_, int hd, int ld, 
     T* row = S + static_cast<int64_t>(t) * T_;
     if (compute_lse) {
       T mx = -std::numeric_limits<T>::infinity();
+#pragma omp simd reduction(max : mx)
       for (int j = 0; j <= t; ++j) mx = row[j] > mx ? row[j] : mx;
       T sum = 0;
-      for (int j = 0; j <= t; ++j) sum += std::exp(row[j] - mx);
+#pragma omp simd reduction(+ : sum)
+      for (int j = 0; j <= t; ++j) sum += vexp(row[j] - mx);
       lse[t] = mx + std::log(sum);
     }
     const T l = lse[t];
-    for (int j = 0; j <= t; ++j) row[j] = std::exp(row[j] - l);
+#pragma omp simd
+    for (int j = 0; j <= t; ++j) row[j] = vexp(row[j] - l);
     for (int j = t + 1; j < T_; ++j) row[j] = 0;
   }
 }
@@ -76,6 +80,7 @@ void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, cons
         T* prow = P.data() + static_cast<int64_t>(t) * T_;
         T* drow = dP.data() + static_cast<int64_t>(t) * T_;
         T D = 0;
+#pragma omp simd reduction(+ : D)
         for (int j = 0; j <= t; ++j) D += prow[j] * drow[j];
         for (int j = 0; j <= t; ++j) drow[j] = prow[j] * (drow[j] - D) * scale;
         for (int j = t + 1; j < T_; ++j) drow[j] = 0;

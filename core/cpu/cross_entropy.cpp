@@ -15,6 +15,7 @@ void cross_entropy(T* losses, T* logits, const int32_t* targets, int N, int V, i
     T mx = -std::numeric_limits<T>::infinity();
     for (int i = 0; i < V; ++i) mx = row[i] > mx ? row[i] : mx;
     T sum = 0;
+#pragma omp simd reduction(+ : sum)
     for (int i = 0; i < V; ++i) sum += std::exp(row[i] - mx);
     const T lse = mx + std::log(sum);
     const int target = targets[r];

@@ -34,6 +34,7 @@ void hc_coeff_forward(T* pre, T* post, T* res, T* rstd, T* tanh_out, const T* X,
       for (int i = 0; i < n; ++i) {
         const T* xi = X + (static_cast<int64_t>(t) * n + i) * C;
         T ss = 0;
+#pragma omp simd reduction(+ : ss)
         for (int c = 0; c < C; ++c) ss += xi[c] * xi[c];
         const T s = T(1) / std::sqrt(ss / C + norm_eps);
         rstd[static_cast<int64_t>(t) * n + i] = s;

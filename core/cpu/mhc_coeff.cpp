@@ -25,6 +25,7 @@ void mhc_coeff_forward(T* pre, T* post, T* res, T* m, T* rms, const T* X, const 
     for (int t = 0; t < N; ++t) {
       const T* v = X + static_cast<int64_t>(t) * nC;
       T ss = 0;
+#pragma omp simd reduction(+ : ss)
       for (int i = 0; i < nC; ++i) ss += v[i] * v[i];
       const T r = std::sqrt(ss / nC + eps);
       rms[t] = r;

@@ -14,6 +14,7 @@ void rmsnorm_forward(T* out, T* rstd, const T* x, const T* w, int rows, int C, T
     const T* xr = x + static_cast<int64_t>(r) * C;
     T* yr = out + static_cast<int64_t>(r) * C;
     T ss = 0;
+#pragma omp simd reduction(+ : ss)
     for (int c = 0; c < C; ++c) ss += xr[c] * xr[c];
     T s = T(1) / std::sqrt(ss / C + eps);
     rstd[r] = s;
@@ -31,6 +32,7 @@ void rmsnorm_backward(T* dx, T* dw, const T* dout, const T* x, const T* w, const
       T* dxr = dx + r * C;
       const T s = rstd[r];
       T dot = 0;
+#pragma omp simd reduction(+ : dot)
       for (int c = 0; c < C; ++c) {
         const T xhat = xr[c] * s;
         dot += gr[c] * w[c] * xhat;

@@ -54,6 +54,7 @@ void stream_aggregate_backward(T* dX, T* dpre, const T* du, const T* X, const T*
     const T* p = pre + static_cast<int64_t>(t) * n;
     for (int i = 0; i < n; ++i) {
       T dot = 0;
+#pragma omp simd reduction(+ : dot)
       for (int c = 0; c < C; ++c) {
         dot += in[i * C + c] * g[c];
         din[i * C + c] += p[i] * g[c];
@@ -103,6 +104,7 @@ void stream_merge_backward(T* dX, T* df, T* dres, T* dpost, const T* dY, const T
     for (int i = 0; i < n; ++i) {
       const T* gi = g + i * C;
       T dp = 0;
+#pragma omp simd reduction(+ : dp)
       for (int c = 0; c < C; ++c) {
         dp += gi[c] * ft[c];
         dft[c] += p[i] * gi[c];
@@ -113,6 +115,7 @@ void stream_merge_backward(T* dX, T* df, T* dres, T* dpost, const T* dY, const T
         T* dxj = din + j * C;
         const T w = r[i * n + j];
         T dr = 0;
+#pragma omp simd reduction(+ : dr)
         for (int c = 0; c < C; ++c) {
           dr += gi[c] * xj[c];
           dxj[c] += w * gi[c];

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "error.h"
+#include "metrics.h"
 
 namespace mhc {
 namespace {
@@ -90,6 +91,16 @@ AmaxGain amax_gain_of(Model& model) {
     model.backend().download(res, hres[k].data());
   }
   return amax_gain(hres, N, s.n);
+}
+
+}  // namespace mhc
+
+namespace mhc {
+
+nlohmann::ordered_json eval_diagnostics(Model& model) {
+  nlohmann::ordered_json js = nlohmann::ordered_json::object();
+  if (model.shape().mode != ResidualMode::Baseline) js["amax"] = amax_json(amax_gain_of(model));
+  return js;
 }
 
 }  // namespace mhc

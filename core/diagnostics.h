@@ -5,6 +5,8 @@
 #pragma once
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "model.h"
 
 namespace mhc {
@@ -20,5 +22,11 @@ AmaxGain amax_gain(const std::vector<std::vector<double>>& hres, int tokens, int
 
 // Gains of the model's last forward (hc/mhc).
 AmaxGain amax_gain_of(Model& model);
+
+// Everything an evaluation records besides the loss, from the model's last forward (a
+// validation batch) and its current gradients (those of the last training step):
+// {"amax": {...}} for hc/mhc, plus further per-layer statistics. The trainer writes the
+// returned object into the eval line of metrics.jsonl as "diagnostics".
+nlohmann::ordered_json eval_diagnostics(Model& model);
 
 }  // namespace mhc

@@ -192,6 +192,15 @@ Coeffs Model::coeffs(int k) const {
   return {c.pre.slice(0, N_ * n), c.post.slice(0, N_ * n), c.res.slice(0, N_ * n * n)};
 }
 
+Tensor Model::residual_state(int k) const {
+  return buf_->X.at(k).slice(0, static_cast<int64_t>(N_) * shape_.n * shape_.C);
+}
+
+Tensor Model::sublayer_input(int k) const {
+  if (shape_.mode == ResidualMode::Baseline) return residual_state(k);
+  return buf_->sub.at(k).u.slice(0, static_cast<int64_t>(N_) * shape_.C);
+}
+
 MhcParams Model::mhc_params(const ConnParamIndex& c, bool grads) const {
   auto t = [&](int i) { return grads ? grad(i) : param(i); };
   return {t(c.phi), t(c.alpha), t(c.bias)};

@@ -61,6 +61,10 @@ class Model {
   Tensor logits() const;
   // Connection coefficients of sublayer k from the last forward (hc/mhc only).
   Coeffs coeffs(int k) const;
+  // Residual state X_k [tokens, n, C] entering sublayer k (k = 2L: after the last) and
+  // the sublayer input u_k [tokens, C] (hc/mhc; for baseline, X_k itself), last forward.
+  Tensor residual_state(int k) const;
+  Tensor sublayer_input(int k) const;
   // Number of tokens of the last forward.
   int last_tokens() const { return N_; }
 

@@ -98,8 +98,9 @@ class TrainLoop {
  private:
   void setup_run_dir();
   void fill_train_batch(int64_t step, int64_t micro);
-  double evaluate(AmaxGain* gains);
-  void log_eval(int64_t step, double val_loss, const AmaxGain& g);
+  // Mean validation loss; fills diagnostics from the first validation batch.
+  double evaluate(nlohmann::ordered_json* diagnostics);
+  void log_eval(int64_t step, double val_loss, const nlohmann::ordered_json& diagnostics);
   std::string save_checkpoint(int64_t step);
 
   const Config& cfg_;
@@ -141,7 +142,7 @@ void TrainLoop::fill_train_batch(int64_t step, int64_t micro) {
                                  targets_.data() + static_cast<size_t>(b) * T_);
 }
 
-double TrainLoop::evaluate(AmaxGain* gains) {
+double TrainLoop::evaluate(nlohmann::ordered_json* diagnostics) {
   double acc[2] = {0, 0};  // loss sum, batches
   for (int64_t batch = comm_.rank(); batch < cfg_.train.eval_batches; batch += comm_.size()) {
     for (int b = 0; b < B_; ++b)
@@ -149,19 +150,20 @@ double TrainLoop::evaluate(AmaxGain* gains) {
                                targets_.data() + static_cast<size_t>(b) * T_);
     acc[0] += model_->forward(inputs_.data(), targets_.data(), B_, T_, 0.0f);
     acc[1] += 1;
-    if (gains && batch == comm_.rank() && shape_.mode != ResidualMode::Baseline)
-      *gains = amax_gain_of(*model_);
+    if (diagnostics && batch == comm_.rank()) *diagnostics = eval_diagnostics(*model_);
   }
   comm_.all_reduce_sum_host(acc, 2);
   return acc[1] > 0 ? acc[0] / acc[1] : std::numeric_limits<double>::quiet_NaN();
 }
 
-void TrainLoop::log_eval(int64_t step, double val_loss, const AmaxGain& g) {
-  const bool streams = shape_.mode != ResidualMode::Baseline;
+void TrainLoop::log_eval(int64_t step, double val_loss, const nlohmann::ordered_json& diagnostics) {
   std::string amax;
-  if (streams)
-    amax = fmt::format(" | amax fwd {:.3f}/{:.3f} bwd {:.3f}/{:.3f} (mean/max)", g.fwd_mean,
-                       g.fwd_max, g.bwd_mean, g.bwd_max);
+  if (diagnostics.contains("amax")) {
+    const auto& g = diagnostics["amax"];
+    amax = fmt::format(" | amax fwd {:.3f}/{:.3f} bwd {:.3f}/{:.3f} (mean/max)",
+                       g["fwd_mean"].get<double>(), g["fwd_max"].get<double>(),
+                       g["bwd_mean"].get<double>(), g["bwd_max"].get<double>());
+  }
   log_->info("eval step {}/{} | val loss {:.4f} | val bpt {:.4f}{}", step, cfg_.train.steps,
              val_loss, val_loss / std::log(2.0), amax);
   if (comm_.rank() != 0) return;
@@ -170,7 +172,8 @@ void TrainLoop::log_eval(int64_t step, double val_loss, const AmaxGain& g) {
   js["step"] = step;
   js["tokens"] = state_.tokens_seen;
   js["val_loss"] = val_loss;
-  if (streams) js["amax"] = amax_json(g);
+  if (diagnostics.contains("amax")) js["amax"] = diagnostics["amax"];
+  js["diagnostics"] = diagnostics;
   metrics_->write(js);
 }
 
@@ -262,10 +265,10 @@ TrainResult TrainLoop::run() {
              train_shards_->shards().size(), val_shards_->total_tokens());
   log_->info("run directory: {}", run_dir_);
 
-  AmaxGain gains;
+  nlohmann::ordered_json diagnostics;
   if (state_.step == 0) {
-    result.initial_val_loss = evaluate(&gains);
-    log_eval(0, result.initial_val_loss, gains);
+    result.initial_val_loss = evaluate(&diagnostics);
+    log_eval(0, result.initial_val_loss, diagnostics);
   }
 
   double window_time = 0, window_loss = 0;
@@ -344,10 +347,10 @@ TrainResult TrainLoop::run() {
     }
     const bool last_step = step == t.steps;
     if ((t.eval_every > 0 && step % t.eval_every == 0) || last_step) {
-      const double val = evaluate(&gains);
+      const double val = evaluate(&diagnostics);
       state_.last_val_loss = val;
       result.final_val_loss = val;
-      log_eval(step, val, gains);
+      log_eval(step, val, diagnostics);
     }
     state_.elapsed_s = elapsed_before + seconds_since(run_start);
     if ((t.checkpoint_every > 0 && step % t.checkpoint_every == 0) || last_step)

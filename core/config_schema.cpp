@@ -9,6 +9,7 @@
 #include <fstream>
 #include <functional>
 #include <sstream>
+#include <stdexcept>
 
 #include "config.h"
 #include "error.h"
@@ -65,7 +66,11 @@ int64_t parse_int(const YAML::Node& node, const std::string& key, const std::str
   std::string clean;
   for (char c : s)
     if (c != '_') clean += c;
-  return std::stoll(clean);
+  try {
+    return std::stoll(clean);
+  } catch (const std::out_of_range&) {
+    bad_value(origin, key, "an integer within the 64-bit range", node);
+  }
 }
 
 double parse_float(const YAML::Node& node, const std::string& key, const std::string& origin) {

@@ -125,15 +125,18 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
   } catch (const std::exception& e) {
     fail("'{}' has a corrupt header: {}", path, e.what());
   }
+  if (!header.is_object()) fail("'{}' has a corrupt header: not a JSON object", path);
   const int64_t data_size = file_size - 8 - static_cast<int64_t>(header_len);
   int64_t max_end = 0;
   for (auto it = header.begin(); it != header.end(); ++it) {
     if (it.key() == "__metadata__") {
+      if (!it->is_object()) fail("'{}' has a corrupt __metadata__ entry", path);
       for (auto m = it->begin(); m != it->end(); ++m)
         if (m->is_string()) metadata_[m.key()] = m->get<std::string>();
       continue;
     }
     StTensorInfo t;
+    if (!it->is_object()) fail("'{}': tensor '{}' has a corrupt entry", path, it.key());
     try {
       if (!parse_dtype(it->at("dtype").get<std::string>(), t.dtype))
         fail("'{}': tensor '{}' has unsupported dtype {}", path, it.key(), it->at("dtype").dump());

@@ -1,12 +1,20 @@
 // Helpers shared by the tests: tiny configs, random data, finite differences.
 #pragma once
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
+#include <fstream>
 #include <functional>
+#include <iterator>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "config.h"
+#include "error.h"
 #include "rng.h"
 
 namespace mhc::testing {
@@ -61,6 +69,58 @@ inline double central_difference(std::vector<double>& x, size_t i,
   const double d = (at(-2 * h) - 8 * at(-h) + 8 * at(h) - at(2 * h)) / (12 * h);
   x[i] = saved;
   return d;
+}
+
+// A fresh directory under the gtest temp dir, removed (with its contents) afterwards.
+class ScratchDir {
+ public:
+  ScratchDir() {
+    std::string tmpl = (std::filesystem::path(::testing::TempDir()) / "mhc_test_XXXXXX").string();
+    std::vector<char> buf(tmpl.begin(), tmpl.end());
+    buf.push_back('\0');
+    if (::mkdtemp(buf.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    path_ = buf.data();
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+inline std::string read_file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+inline void write_file_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+// Runs fn, expecting an MhcError whose message contains every one of `parts`. Returns the
+// message ("" when nothing or something else was thrown, which is a test failure).
+template <class Fn>
+std::string expect_mhc_error(Fn&& fn, const std::vector<std::string>& parts) {
+  try {
+    fn();
+  } catch (const MhcError& e) {
+    const std::string msg = e.what();
+    for (const auto& p : parts)
+      EXPECT_NE(msg.find(p), std::string::npos) << "message: " << msg << "\n  lacks: " << p;
+    return msg;
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "expected an MhcError, got another exception: " << e.what();
+    return "";
+  }
+  ADD_FAILURE() << "expected an MhcError, nothing was thrown";
+  return "";
 }
 
 }  // namespace mhc::testing

@@ -1,0 +1,68 @@
+// Sinkhorn kernels: one thread per matrix; the matrix and its scratch are thread-local
+// arrays sized by the stream-count template K (see with_stream_count); the per-iteration
+// sums needed by the exact backward (2·n·iters floats per matrix) live in global scratch.
+#include "sinkhorn.cuh"
+
+#include "mhc_math.h"
+
+namespace mhc::cuda {
+namespace {
+
+constexpr int kBlock = 128;
+
+template <int K>
+__global__ void sinkhorn_forward_kernel(float* H, const float* Z, int count, int n_rt, int iters) {
+  constexpr int kCap = K > 0 ? K : kMaxStreams;
+  const int n = K > 0 ? K : n_rt, nn = n * n;
+  const int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (p >= count) return;
+  float z[kCap * kCap], h[kCap * kCap], m[kCap * kCap];
+  for (int i = 0; i < nn; ++i) z[i] = Z[p * nn + i];
+  math::sinkhorn_forward(z, n, iters, h, m, static_cast<float*>(nullptr));
+  for (int i = 0; i < nn; ++i) H[p * nn + i] = h[i];
+}
+
+template <int K>
+__global__ void sinkhorn_backward_kernel(float* dZ, const float* dH, const float* Z, float* sums,
+                                         int count, int n_rt, int iters) {
+  constexpr int kCap = K > 0 ? K : kMaxStreams;
+  const int n = K > 0 ? K : n_rt, nn = n * n;
+  const int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (p >= count) return;
+  float z[kCap * kCap], dh[kCap * kCap], dz[kCap * kCap], m[kCap * kCap], g[kCap * kCap];
+  for (int i = 0; i < nn; ++i) {
+    z[i] = Z[p * nn + i];
+    dh[i] = dH[p * nn + i];
+  }
+  math::sinkhorn_backward(z, dh, n, iters, dz, m, g, sums + p * 2 * n * iters);
+  for (int i = 0; i < nn; ++i) dZ[p * nn + i] = dz[i];
+}
+
+}  // namespace
+
+void sinkhorn_forward(float* H, const float* Z, int count, int n, int iters, cudaStream_t stream) {
+  if (count <= 0) return;
+  const unsigned grid = static_cast<unsigned>(ceil_div(count, kBlock));
+  with_stream_count(n, [&](auto k) {
+    sinkhorn_forward_kernel<decltype(k)::value><<<grid, kBlock, 0, stream>>>(H, Z, count, n, iters);
+  });
+  CUDA_CHECK_LAUNCH();
+}
+
+size_t sinkhorn_backward_workspace_bytes(int count, int n, int iters) {
+  return Workspace::bytes_for<float>(size_t(count) * 2 * n * (iters > 0 ? iters : 1));
+}
+
+void sinkhorn_backward(float* dZ, const float* dH, const float* Z, int count, int n, int iters,
+                       Workspace& ws, cudaStream_t stream) {
+  if (count <= 0) return;
+  float* sums = ws.take<float>(size_t(count) * 2 * n * (iters > 0 ? iters : 1));
+  const unsigned grid = static_cast<unsigned>(ceil_div(count, kBlock));
+  with_stream_count(n, [&](auto k) {
+    sinkhorn_backward_kernel<decltype(k)::value><<<grid, kBlock, 0, stream>>>(dZ, dH, Z, sums,
+                                                                              count, n, iters);
+  });
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace mhc::cuda

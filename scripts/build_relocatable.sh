@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Builds a relocatable `mhc`: one that runs on a GPU host providing only glibc and the
+# NVIDIA libraries (driver, cuBLAS/cuBLASLt, cuDNN, NCCL), without the Debian packages
+# this machine builds against (yaml-cpp, fmt, spdlog, OpenBLAS, libgomp, MPI, ...).
+#
+# Configures build-reloc/ with MHC_STATIC_HOST_LIBS=ON (cmake/static_host_libs.cmake),
+# MHC_NATIVE=OFF (generic x86-64 code) and MHC_BUILD_TESTS=OFF, builds the `mhc` target,
+# then checks the binary:
+#   - its direct dynamic dependencies (ELF NEEDED) are only glibc's (libc, libm,
+#     libpthread, libdl, librt, ld-linux) and NVIDIA's (libcublas, libcublasLt, libcudnn*,
+#     libnccl, libcudart);
+#   - `ldd` resolves everything here, and its full closure adds nothing but libstdc++ and
+#     libgcc_s, which only the NVIDIA libraries (NCCL, cuDNN, cuBLAS) pull in.
+#
+# Limitations:
+#   - glibc stays dynamic: the target host needs glibc >= this build host's (Debian 12:
+#     2.36). Build on an older distribution for older hosts.
+#   - MPI is not linked: `dist.backend: mpi` is unavailable; multi-node runs bootstrap
+#     NCCL over TCP (MASTER_ADDR/MASTER_PORT, or Slurm's environment).
+#   - fmt and spdlog are compiled header-only (Debian ships no static archives of them).
+#   - cuBLAS/cuBLASLt/cuDNN/NCCL stay shared and must be the CUDA 13 generation used here;
+#     NCCL and cuDNN themselves need libstdc++.so.6 and libgcc_s.so.1 (every glibc
+#     distribution has them); mhc's own C++ runtime is static.
+#   - GPU code: sm_80 and sm_90 SASS plus PTX (JIT-compiled on newer GPUs at first launch).
+#   - Same CPU architecture as the build host.
+#   - The top-level CMakeLists.txt must include cmake/static_host_libs.cmake before its
+#     host find_package() calls, or MHC_STATIC_HOST_LIBS has no effect (the check fails).
+#
+# Usage: scripts/build_relocatable.sh [extra cmake -D options]
+# Environment: BUILD_DIR (default <repo>/build-reloc), JOBS (default: all cores).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build="${BUILD_DIR:-$root/build-reloc}"
+jobs="${JOBS:-$(nproc)}"
+
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DMHC_STATIC_HOST_LIBS=ON \
+  -DMHC_NATIVE=OFF -DMHC_BUILD_TESTS=OFF "$@"
+cmake --build "$build" --target mhc -j "$jobs"
+
+bin="$build/mhc"
+[[ -x "$bin" ]] || { echo "error: $bin was not built" >&2; exit 1; }
+
+glibc='^(libc|libm|libpthread|libdl|librt)\.so|^ld-linux[-a-z0-9_.]*\.so'
+nvidia='^lib(cublas|cublasLt|cudnn[a-z_]*|nccl|cudart)\.so'
+status=0
+
+echo "== direct dependencies of $bin"
+while read -r lib; do
+  if [[ "$lib" =~ $glibc || "$lib" =~ $nvidia ]]; then
+    echo "  ok   $lib"
+  else
+    echo "  BAD  $lib (a host library that should be static)"
+    status=1
+  fi
+done < <(readelf -d "$bin" | sed -n 's/.*Shared library: \[\(.*\)\]$/\1/p')
+
+echo "== ldd $bin"
+ldd_out="$(ldd "$bin")"
+echo "$ldd_out" | sed 's/^/  /'
+while read -r line; do
+  lib="${line%% *}"
+  [[ -z "$lib" || "$lib" == linux-vdso* || "$lib" == /* ]] && continue
+  if [[ "$line" == *"not found"* ]]; then
+    echo "error: $lib is not found on this machine" >&2
+    status=1
+  elif ! [[ "$lib" =~ $glibc || "$lib" =~ $nvidia || "$lib" =~ ^lib(stdc\+\+|gcc_s)\.so ]]; then
+    echo "error: unexpected dependency $lib" >&2
+    status=1
+  fi
+done <<< "$ldd_out"
+
+if ((status)); then
+  echo "error: $bin is not relocatable (is cmake/static_host_libs.cmake included from" \
+       "CMakeLists.txt before the host find_package() calls?)" >&2
+  exit 1
+fi
+echo "ok: $bin needs only glibc and the NVIDIA libraries"

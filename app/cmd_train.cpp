@@ -1,11 +1,13 @@
 // mhc train: resolve the config, then dry-run / print it, or train.
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 
 #include "backend_factory.h"
 #include "cli_common.h"
 #include "commands.h"
 #include "comm_factory.h"
+#include "dist/agree.h"
 #include "model.h"
 #include "model_shape.h"
 #include "param_layout.h"
@@ -89,7 +91,10 @@ void add_train_command(CLI::App& app, const AppContext& ctx) {
       dry_run(cfg);
       return;
     }
-    std::unique_ptr<Communicator> comm = make_communicator(cfg.dist);
+    // Joins the data-parallel job (a no-op for one process); bootstrap failures are
+    // errors on every rank that arrived, after dist.timeout_s at most.
+    CommChoice dist = make_communicator(cfg);
+    Communicator& comm = *dist.comm;
     TrainOptions opts;
     opts.run_dir = args->run_dir.empty() ? default_run_dir(cfg) : args->run_dir;
     opts.resume = args->resume;
@@ -98,13 +103,30 @@ void add_train_command(CLI::App& app, const AppContext& ctx) {
     opts.command_line = ctx.command_line;
     opts.stop_requested = ctx.stop_requested;
     std::string log_file;
-    if (comm->rank() == 0) {
+    if (comm.rank() == 0) {
       std::filesystem::create_directories(opts.run_dir);
       log_file = opts.run_dir + "/train.log";
     }
-    auto log = make_logger("train", log_file, comm->rank() != 0);
-    if (comm->size() > 1) log->info("data parallel: {} ranks over {}", comm->size(), comm->name());
-    train(cfg, opts, *comm, log);
+    // Only rank 0 logs (warnings and errors from every rank still reach the console).
+    auto log = make_logger("train", log_file, comm.rank() != 0);
+    if (comm.size() > 1 || !comm.trivial()) {
+      log->info("data parallel: {} ranks over {}", comm.size(), comm.name());
+      log->info("{} ({})", dist.reason, dist.env.describe());
+    }
+    try {
+      train(cfg, opts, comm, log);
+    } catch (const dist::CollectiveError&) {
+      throw;  // every rank raised it together: exit cleanly everywhere
+    } catch (const std::exception& e) {
+      if (comm.size() > 1) {
+        // The other ranks may be waiting in a collective for this one: end the job.
+        std::fprintf(stderr, "error: rank %d: %s\n", comm.rank(), e.what());
+        std::fflush(stderr);
+        comm.abort(1);  // MPI: ends every rank. TCP: the peers see the connection drop.
+        std::exit(1);
+      }
+      throw;
+    }
   });
 }
 

@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "dist/agree.h"
+#include "dist/grad_reducer.h"
 #include "error.h"
 #include "safetensors.h"
 #include "text_util.h"
@@ -44,6 +46,57 @@ std::vector<double> read_flat(const SafetensorsFile& f, const Model& model, cons
 
 std::string step_dir_name(int64_t step) { return fmt::format("step_{:08d}", step); }
 
+constexpr const char* kShardLayout = "zero1-flat";
+
+std::string optim_file(const std::string& dir, int rank) {
+  return fmt::format("{}/optim_rank{:05d}.safetensors", dir, rank);
+}
+
+int64_t metadata_int(const SafetensorsFile& f, const std::string& key) {
+  const std::string v = f.metadata(key);
+  if (v.empty()) fail("'{}' lacks the metadata '{}'", f.path(), key);
+  try {
+    return std::stoll(v);
+  } catch (const std::exception&) {
+    fail("'{}' has a malformed metadata '{}': '{}'", f.path(), key, v);
+  }
+}
+
+// Number of optimizer files a checkpoint has (1 unless it was saved with ZeRO).
+int optimizer_file_count(const std::string& dir) {
+  SafetensorsFile f(optim_file(dir, 0));
+  if (f.metadata("layout") != kShardLayout) return 1;
+  const int64_t w = metadata_int(f, "world_size");
+  if (w < 1) fail("'{}' has world_size {}", f.path(), w);
+  return static_cast<int>(w);
+}
+
+void write_optimizer(const std::string& dir, Model& model, AdamW& opt, int rank, int world) {
+  Backend& be = model.backend();
+  const int64_t n = opt.m().numel;
+  std::vector<double> m(static_cast<size_t>(n)), v(static_cast<size_t>(n));
+  if (n > 0) {
+    be.download(opt.m(), m.data());
+    be.download(opt.v(), v.data());
+  }
+  SafetensorsWriter w;
+  if (opt.sharded()) {
+    w.add("m", {n}, m.data(), master_storage(be));
+    w.add("v", {n}, v.data(), master_storage(be));
+    w.set_metadata("layout", kShardLayout);
+    w.set_metadata("shard_begin", std::to_string(opt.shard_begin()));
+    w.set_metadata("shard_end", std::to_string(opt.shard_end()));
+    w.set_metadata("total", std::to_string(model.layout().total));
+    w.set_metadata("world_size", std::to_string(world));
+  } else {
+    add_flat(w, m, model, "m.", master_storage(be));
+    add_flat(w, v, model, "v.", master_storage(be));
+  }
+  w.set_metadata("format", kFormatVersion);
+  w.set_metadata("adam_steps", std::to_string(opt.steps_taken()));
+  w.write(optim_file(dir, rank));
+}
+
 void fsync_dir(const std::string& dir) {
   // Best effort: make the rename durable.
   std::FILE* f = std::fopen(dir.c_str(), "r");
@@ -72,50 +125,68 @@ CheckpointManager::CheckpointManager(std::string run_dir, int keep_last)
 
 std::string CheckpointManager::save(Model& model, AdamW& opt, const TrainState& state,
                                     const Config& cfg, const std::string& tokenizer) {
+  SingleProcessComm single;
+  return save(model, opt, state, cfg, tokenizer, single);
+}
+
+std::string CheckpointManager::save(Model& model, AdamW& opt, const TrainState& state,
+                                    const Config& cfg, const std::string& tokenizer,
+                                    Communicator& comm) {
   const std::string root = run_dir_ + "/checkpoints";
   const std::string name = step_dir_name(state.step);
   const std::string final_dir = root + "/" + name;
   const std::string tmp_dir = root + "/.tmp_" + name;
-  std::error_code ec;
-  fs::create_directories(root, ec);
-  fs::remove_all(tmp_dir, ec);
-  if (!fs::create_directories(tmp_dir, ec)) fail("cannot create checkpoint directory '{}'", tmp_dir);
-
-  write_weights(tmp_dir + "/model.safetensors", model, cfg, tokenizer);
+  const bool root_rank = comm.rank() == 0;
+  int files = 1;
   {
-    Backend& be = model.backend();
-    std::vector<double> m(static_cast<size_t>(opt.m().numel)), v(static_cast<size_t>(opt.v().numel));
-    be.download(opt.m(), m.data());
-    be.download(opt.v(), v.data());
-    SafetensorsWriter w;
-    add_flat(w, m, model, "m.", master_storage(be));
-    add_flat(w, v, model, "v.", master_storage(be));
-    w.set_metadata("format", kFormatVersion);
-    w.set_metadata("adam_steps", std::to_string(opt.steps_taken()));
-    w.write(tmp_dir + "/optim_rank00000.safetensors");
+    double sharded = opt.sharded() ? 1.0 : 0.0;
+    comm.all_reduce_sum_host(&sharded, 1);
+    if (sharded > 0) files = comm.size();
   }
-  nlohmann::ordered_json js;
-  js["format"] = kFormatVersion;
-  js["step"] = state.step;
-  js["tokens_seen"] = state.tokens_seen;
-  js["next_sample"] = state.next_sample;
-  js["seed"] = state.seed;
-  js["world_size"] = state.world_size;
-  js["elapsed_s"] = state.elapsed_s;
-  js["last_val_loss"] = state.last_val_loss;
-  js["adam_steps"] = opt.steps_taken();
-  js["config_hash"] = fmt::format("{:016x}", config_hash(cfg));
-  js["model_hash"] = fmt::format("{:016x}", model_shape_hash(cfg));
-  write_file_atomic(tmp_dir + "/state.json", js.dump(2) + "\n");
-  write_file_atomic(tmp_dir + "/config.yaml", config_to_yaml(cfg));
-  fsync_dir(tmp_dir);
-
-  fs::remove_all(final_dir, ec);
-  fs::rename(tmp_dir, final_dir, ec);
-  if (ec) fail("cannot move checkpoint '{}' into place: {}", tmp_dir, ec.message());
-  fsync_dir(root);
-  write_file_atomic(root + "/latest", name + "\n");
-  prune(name);
+  // 1. Rank 0 prepares an empty temporary directory.
+  dist::agree(comm, [&] {
+    if (!root_rank) return;
+    std::error_code ec;
+    fs::create_directories(root, ec);
+    fs::remove_all(tmp_dir, ec);
+    if (!fs::create_directories(tmp_dir, ec)) fail("cannot create checkpoint directory '{}'", tmp_dir);
+  });
+  // 2. Every rank writes its part (each file is written atomically and flushed).
+  dist::agree(comm, [&] {
+    if (opt.sharded() || root_rank) write_optimizer(tmp_dir, model, opt, opt.sharded() ? comm.rank() : 0, comm.size());
+    if (!root_rank) return;
+    write_weights(tmp_dir + "/model.safetensors", model, cfg, tokenizer);
+    nlohmann::ordered_json js;
+    js["format"] = kFormatVersion;
+    js["step"] = state.step;
+    js["tokens_seen"] = state.tokens_seen;
+    js["next_sample"] = state.next_sample;
+    js["seed"] = state.seed;
+    js["world_size"] = state.world_size;
+    js["elapsed_s"] = state.elapsed_s;
+    js["last_val_loss"] = state.last_val_loss;
+    js["adam_steps"] = opt.steps_taken();
+    js["optimizer_files"] = files;
+    js["config_hash"] = fmt::format("{:016x}", config_hash(cfg));
+    js["model_hash"] = fmt::format("{:016x}", model_shape_hash(cfg));
+    write_file_atomic(tmp_dir + "/state.json", js.dump(2) + "\n");
+    write_file_atomic(tmp_dir + "/config.yaml", config_to_yaml(cfg));
+  });
+  // 3. Everything is on disk: rank 0 publishes the checkpoint.
+  dist::agree(comm, [&] {
+    if (!root_rank) return;
+    for (int r = 0; r < files; ++r)
+      if (!fs::exists(optim_file(tmp_dir, r)))
+        fail("checkpoint '{}' is missing {} after every rank wrote", tmp_dir, optim_file(tmp_dir, r));
+    fsync_dir(tmp_dir);
+    std::error_code ec;
+    fs::remove_all(final_dir, ec);
+    fs::rename(tmp_dir, final_dir, ec);
+    if (ec) fail("cannot move checkpoint '{}' into place: {}", tmp_dir, ec.message());
+    fsync_dir(root);
+    write_file_atomic(root + "/latest", name + "\n");
+    prune(name);
+  });
   return final_dir;
 }
 
@@ -194,7 +265,46 @@ void validate_checkpoint(const std::string& ckpt_dir, const Config& cfg) {
   }
   read_train_state(ckpt_dir);
   SafetensorsFile weights(ckpt_dir + "/model.safetensors");
-  SafetensorsFile optim(ckpt_dir + "/optim_rank00000.safetensors");
+  const int files = optimizer_file_count(ckpt_dir);
+  for (int r = 1; r < files; ++r)
+    if (!fs::exists(optim_file(ckpt_dir, r)))
+      fail("checkpoint '{}' is incomplete: {} is missing", ckpt_dir, optim_file(ckpt_dir, r));
+}
+
+OptimizerMoments read_optimizer_moments(const std::string& ckpt_dir, const Model& model,
+                                        int64_t begin, int64_t end) {
+  const int64_t total = model.layout().total;
+  MHC_CHECK(0 <= begin && begin <= end && end <= total);
+  OptimizerMoments out;
+  out.m.assign(static_cast<size_t>(end - begin), 0.0);
+  out.v.assign(static_cast<size_t>(end - begin), 0.0);
+  SafetensorsFile first(optim_file(ckpt_dir, 0));
+  const std::string steps = first.metadata("adam_steps");
+  if (!steps.empty()) out.adam_steps = metadata_int(first, "adam_steps");
+  if (first.metadata("layout") != kShardLayout) {
+    const std::vector<double> m = read_flat(first, model, "m."), v = read_flat(first, model, "v.");
+    std::copy(m.begin() + begin, m.begin() + end, out.m.begin());
+    std::copy(v.begin() + begin, v.begin() + end, out.v.begin());
+    return out;
+  }
+  const int world = optimizer_file_count(ckpt_dir);
+  if (metadata_int(first, "total") != total)
+    fail("'{}' holds optimizer shards of {} elements, but the model has {}", first.path(),
+         metadata_int(first, "total"), total);
+  const std::vector<dist::Range> saved = dist::shard_ranges(total, world);
+  for (int r = 0; r < world; ++r) {
+    const int64_t lo = std::max(begin, saved[r].begin), hi = std::min(end, saved[r].end);
+    if (lo >= hi) continue;
+    SafetensorsFile f(optim_file(ckpt_dir, r));
+    const int64_t fb = metadata_int(f, "shard_begin"), fe = metadata_int(f, "shard_end");
+    if (fb != saved[r].begin || fe != saved[r].end)
+      fail("'{}' holds elements [{}, {}), expected [{}, {})", f.path(), fb, fe, saved[r].begin,
+           saved[r].end);
+    const std::vector<double> m = f.read("m", {fe - fb}), v = f.read("v", {fe - fb});
+    std::copy(m.begin() + (lo - fb), m.begin() + (hi - fb), out.m.begin() + (lo - begin));
+    std::copy(v.begin() + (lo - fb), v.begin() + (hi - fb), out.v.begin() + (lo - begin));
+  }
+  return out;
 }
 
 TrainState restore_checkpoint(const std::string& ckpt_dir, const Config& cfg, Model& model,
@@ -202,13 +312,13 @@ TrainState restore_checkpoint(const std::string& ckpt_dir, const Config& cfg, Mo
   validate_checkpoint(ckpt_dir, cfg);
   TrainState state = read_train_state(ckpt_dir);
   read_weights(ckpt_dir + "/model.safetensors", model);
-  SafetensorsFile f(ckpt_dir + "/optim_rank00000.safetensors");
+  const OptimizerMoments mv = read_optimizer_moments(ckpt_dir, model, opt.shard_begin(), opt.shard_end());
   Backend& be = model.backend();
-  std::vector<double> m = read_flat(f, model, "m."), v = read_flat(f, model, "v.");
-  be.upload(opt.m(), m.data());
-  be.upload(opt.v(), v.data());
-  const std::string adam_steps = f.metadata("adam_steps");
-  opt.set_steps_taken(adam_steps.empty() ? state.step : std::stoll(adam_steps));
+  if (opt.m().numel > 0) {
+    be.upload(opt.m(), mv.m.data());
+    be.upload(opt.v(), mv.v.data());
+  }
+  opt.set_steps_taken(mv.adam_steps < 0 ? state.step : mv.adam_steps);
   return state;
 }
 

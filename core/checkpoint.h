@@ -4,12 +4,22 @@
 // A checkpoint is written into a temporary directory, flushed, renamed into place, and
 // only then does `latest` move (atomically), so a crash never leaves a half checkpoint
 // where a resume would find it. Weights are stored under their export names.
+//
+// Data parallel: save() is collective. Rank 0 prepares the temporary directory; then
+// rank 0 writes the weights, state and config, and the optimizer state is written by
+// rank 0 (replicated: optim_rank00000 holds every tensor's moments by name) or by every
+// rank (ZeRO-1: optim_rank%05d holds that rank's flat shard, with its range in the
+// metadata); only when every rank has written (an agreement, which also turns a write
+// error on any rank into the same error on all) does rank 0 rename the directory into
+// place and move `latest`. A restore reads the moments of any range from either layout,
+// so a run resumes on another world size, with or without ZeRO.
 #pragma once
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "comm.h"
 #include "config.h"
 #include "model.h"
 #include "optimizer.h"
@@ -40,6 +50,9 @@ class CheckpointManager {
   // Saves step `state.step`; returns the checkpoint directory.
   std::string save(Model& model, AdamW& opt, const TrainState& state, const Config& cfg,
                    const std::string& tokenizer);
+  // Collective form: every rank of `comm` calls it (see above).
+  std::string save(Model& model, AdamW& opt, const TrainState& state, const Config& cfg,
+                   const std::string& tokenizer, Communicator& comm);
   // The newest complete checkpoint of this run, or "" when there is none.
   std::string latest() const;
 
@@ -58,8 +71,15 @@ TrainState read_train_state(const std::string& ckpt_dir);
 // Checks, without loading into a model, that a checkpoint is complete and readable and
 // holds the config's model shape; MhcError naming the problem otherwise.
 void validate_checkpoint(const std::string& ckpt_dir, const Config& cfg);
-// Restores weights, optimizer moments and step; refuses a checkpoint of another model
-// shape, naming the differing keys.
+// The optimizer moments m, v of flat elements [begin, end), from either layout.
+struct OptimizerMoments {
+  std::vector<double> m, v;
+  int64_t adam_steps = -1;  // -1 when the file does not say
+};
+OptimizerMoments read_optimizer_moments(const std::string& ckpt_dir, const Model& model,
+                                        int64_t begin, int64_t end);
+// Restores weights, optimizer moments (of the range `opt` owns) and step; refuses a
+// checkpoint of another model shape, naming the differing keys.
 TrainState restore_checkpoint(const std::string& ckpt_dir, const Config& cfg, Model& model,
                               AdamW& opt);
 

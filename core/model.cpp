@@ -129,6 +129,35 @@ Model::Model(Backend& backend, const ModelShape& shape, const ParamLayout& layou
   params_ = backend_.alloc(layout.total, master);
   grads_ = backend_.alloc(layout.total, master);
   weights_ = act == master ? params_ : backend_.alloc(layout.total, act);
+  build_grad_stages();
+}
+
+void Model::build_grad_stages() {
+  const int S = shape_.sublayers();
+  std::vector<int> stage(layout_.params.size(), -1);
+  auto put = [&](int index, int st) {
+    if (index < 0) return;
+    MHC_CHECK(stage.at(index) == -1);
+    stage[index] = st;
+  };
+  put(layout_.final_norm, 0);
+  if (!shape_.tied) put(layout_.lm_head, 0);
+  for (int k = 0; k < S; ++k) {
+    const SublayerParamIndex& idx = layout_.sublayers[k];
+    const int st = 1 + (S - 1 - k);
+    put(idx.norm, st);
+    for (int i = idx.w_in; i <= idx.w_out; ++i) put(i, st);  // fused w_in parts, then w_out
+    const ConnParamIndex& c = idx.conn;
+    for (int i : {c.a, c.A, c.b, c.norm_w, c.w_a, c.W_A, c.w_b, c.s_alpha, c.s_beta, c.phi,
+                  c.alpha, c.bias})
+      put(i, st);
+  }
+  put(layout_.embed, S + 1);
+  grad_stages_.assign(S + 2, {});
+  for (size_t i = 0; i < stage.size(); ++i) {
+    MHC_CHECK(stage[i] >= 0);  // every parameter belongs to exactly one stage
+    grad_stages_[stage[i]].push_back(static_cast<int>(i));
+  }
 }
 
 Model::~Model() {
@@ -346,9 +375,11 @@ void Model::backward() {
   backend_.rmsnorm_backward(dy, grad(layout_.final_norm), dyn, y, weight(layout_.final_norm),
                             rows(b.rstd_final, N, 1), N, C);
   if (streams) backend_.stream_expand(dX, dy, N, n, C);
+  grads_ready(0);
   Tensor dX_other = streams ? rows(b.dXb, N, n * C) : dX;
   for (int k = shape_.sublayers() - 1; k >= 0; --k) {
     sublayer_backward(k, B, T, dX, dX_other);
+    grads_ready(1 + (shape_.sublayers() - 1 - k));
     std::swap(dX, dX_other);
   }
   // dX is now dL/dX_0.
@@ -358,6 +389,7 @@ void Model::backward() {
     backend_.stream_collapse(demb, dX, N, n, C);
   }
   backend_.embedding_backward(grad(layout_.embed), rows(b.inputs, N, 1), demb, N, C);
+  grads_ready(shape_.sublayers() + 1);
 }
 
 void Model::sublayer_backward(int k, int B, int T, Tensor dX_out, Tensor dX_in) {

@@ -8,8 +8,11 @@
 // - backward() accumulates (+=) into grads(); call zero_grads() before a new step.
 // - Parameters live in one flat master buffer in ParamLayout order (export names);
 //   working weights are a compute-dtype copy (the same buffer when dtypes match).
+// - backward() reports, through an optional grad-ready hook, each group of parameters
+//   whose gradients it has finished (data-parallel reduction overlaps the rest).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -57,6 +60,16 @@ class Model {
   void backward();
   void zero_grads();
 
+  // Called by backward() with the ParamLayout indices whose gradients this backward has
+  // finished, one call per stage in the order backward finishes them: the head (final
+  // norm, untied lm_head), sublayers 2L-1 .. 0, then the embedding. Every parameter is
+  // reported exactly once per backward; on a GPU "finished" means queued on the
+  // compute stream. An empty hook removes it.
+  using GradReadyHook = std::function<void(const std::vector<int>& params)>;
+  void set_grad_ready_hook(GradReadyHook hook) { grad_ready_hook_ = std::move(hook); }
+  // The stages above (what the hook will be called with, in order).
+  const std::vector<std::vector<int>>& grad_stages() const { return grad_stages_; }
+
   // Logits [B*T, Vp] of the last forward (valid when it had no grad_scale).
   Tensor logits() const;
   // Connection coefficients of sublayer k from the last forward (hc/mhc only).
@@ -88,6 +101,10 @@ class Model {
   void mlp_forward(int k, int N);
   void mlp_backward(int k, int N, Tensor df, Tensor dh);
   Tensor weight(int index) const;  // working copy
+  void build_grad_stages();
+  void grads_ready(int stage) const {
+    if (grad_ready_hook_) grad_ready_hook_(grad_stages_[stage]);
+  }
   MhcParams mhc_params(const ConnParamIndex& c, bool grads) const;
   HcParams hc_params(const ConnParamIndex& c, bool grads) const;
 
@@ -99,6 +116,8 @@ class Model {
   Tensor arena_{};
   Tensor params_{}, weights_{}, grads_{};
   std::unique_ptr<Buffers> buf_;
+  std::vector<std::vector<int>> grad_stages_;  // head, sublayers 2L-1..0, embedding
+  GradReadyHook grad_ready_hook_;
 };
 
 }  // namespace mhc

@@ -14,6 +14,8 @@
 #include "data/sampler.h"
 #include "data/shards.h"
 #include "diagnostics.h"
+#include "dist/agree.h"
+#include "dist/grad_reducer.h"
 #include "error.h"
 #include "metrics.h"
 #include "model.h"
@@ -116,6 +118,7 @@ class TrainLoop {
   std::unique_ptr<SequenceSampler> train_sampler_, val_sampler_;
   std::unique_ptr<MetricsWriter> metrics_;
   std::unique_ptr<CheckpointManager> ckpt_;
+  std::unique_ptr<dist::GradReducer> reducer_;  // absent in a single process
   std::vector<int32_t> inputs_, targets_;
   TrainState state_;
   std::string run_dir_;
@@ -181,48 +184,78 @@ std::string TrainLoop::save_checkpoint(int64_t step) {
   state_.step = step;
   state_.next_sample = step * global_batch_;
   saved_step_ = step;
-  if (comm_.rank() != 0) return "";
-  const std::string dir = ckpt_->save(*model_, *opt_, state_, cfg_, cfg_.data.tokenizer);
+  // Collective: rank 0 writes the weights, every rank its optimizer shard under ZeRO.
+  const std::string dir = ckpt_->save(*model_, *opt_, state_, cfg_, cfg_.data.tokenizer, comm_);
   log_->info("checkpoint {}", dir);
   return dir;
 }
 
 TrainResult TrainLoop::run() {
   const Config::Train& t = cfg_.train;
-  // Everything that can reject the user's input comes first, before any output.
-  accum_ = resolve_grad_accum(t, comm_.size());
-  B_ = static_cast<int>(t.micro_batch);
-  T_ = shape_.T;
-  global_batch_ = t.micro_batch * accum_ * comm_.size();
-  const int64_t tokens_per_step = global_batch_ * T_;
-  train_shards_ = std::make_unique<ShardSet>(cfg_.data.train, shape_.V, "data.train");
-  val_shards_ = std::make_unique<ShardSet>(cfg_.data.val, shape_.V, "data.val");
-  train_sampler_ = std::make_unique<SequenceSampler>(*train_shards_, T_, cfg_.run.seed);
-  val_sampler_ = std::make_unique<SequenceSampler>(*val_shards_, T_, cfg_.run.seed);
-  run_dir_ = opts_.run_dir.empty() ? default_run_dir(cfg_) : opts_.run_dir;
-  ckpt_ = std::make_unique<CheckpointManager>(run_dir_, static_cast<int>(t.keep_last));
+  // Every rank must train the same thing: compare the resolved configs first.
+  dist::check_same_config(comm_, config_to_yaml(cfg_), config_hash(cfg_));
+  // Everything that can reject the user's input comes first, before any output. Each
+  // phase is agreed: a failure on any rank is the same clear error on every rank.
   std::string resume_from;
-  if (opts_.resume == "auto")
-    resume_from = ckpt_->latest();
-  else if (!opts_.resume.empty())
-    resume_from = resolve_checkpoint(opts_.resume);
-  if (!resume_from.empty()) validate_checkpoint(resume_from, cfg_);
-  if (resume_from.empty() && !ckpt_->latest().empty() && !opts_.overwrite)
-    fail("run directory '{}' already has checkpoints (latest {}); use --resume auto to "
-         "continue it, --overwrite to start over, or another --run-dir or run.name",
-         run_dir_, ckpt_->latest());
+  bool had_checkpoints = false;
+  dist::agree(comm_, [&] {
+    accum_ = resolve_grad_accum(t, comm_.size());
+    B_ = static_cast<int>(t.micro_batch);
+    T_ = shape_.T;
+    global_batch_ = t.micro_batch * accum_ * comm_.size();
+    train_shards_ = std::make_unique<ShardSet>(cfg_.data.train, shape_.V, "data.train");
+    val_shards_ = std::make_unique<ShardSet>(cfg_.data.val, shape_.V, "data.val");
+    train_sampler_ = std::make_unique<SequenceSampler>(*train_shards_, T_, cfg_.run.seed);
+    val_sampler_ = std::make_unique<SequenceSampler>(*val_shards_, T_, cfg_.run.seed);
+    run_dir_ = opts_.run_dir.empty() ? default_run_dir(cfg_) : opts_.run_dir;
+    ckpt_ = std::make_unique<CheckpointManager>(run_dir_, static_cast<int>(t.keep_last));
+    if (comm_.rank() != 0) return;
+    // Rank 0 decides what to resume from (the others follow, below).
+    if (opts_.resume == "auto")
+      resume_from = ckpt_->latest();
+    else if (!opts_.resume.empty())
+      resume_from = resolve_checkpoint(opts_.resume);
+    if (!resume_from.empty()) validate_checkpoint(resume_from, cfg_);
+    had_checkpoints = !ckpt_->latest().empty();
+    if (resume_from.empty() && had_checkpoints && !opts_.overwrite)
+      fail("run directory '{}' already has checkpoints (latest {}); use --resume auto to "
+           "continue it, --overwrite to start over, or another --run-dir or run.name",
+           run_dir_, ckpt_->latest());
+  });
+  dist::broadcast_string(comm_, resume_from, 0);
+  {
+    uint8_t flag = had_checkpoints ? 1 : 0;
+    comm_.broadcast_host(&flag, 1, 0);
+    had_checkpoints = flag != 0;
+  }
+  const int64_t tokens_per_step = global_batch_ * T_;
 
-  BackendChoice choice = make_backend(t, comm_.local_rank());
-  backend_ = std::move(choice.backend);
-  log_->info("{}", choice.reason);
-  model_ = std::make_unique<Model>(*backend_, shape_, layout_, B_);
-  model_->init_weights(static_cast<uint64_t>(cfg_.run.seed));
-  OptimizerSettings os{t.beta1, t.beta2, t.eps, t.weight_decay, t.grad_clip};
-  opt_ = std::make_unique<AdamW>(*model_, os);
-  inputs_.resize(static_cast<size_t>(B_) * T_);
-  targets_.resize(static_cast<size_t>(B_) * T_);
-
-  setup_run_dir();
+  dist::agree(comm_, [&] {
+    BackendChoice choice = make_backend(t, comm_.device_index());
+    backend_ = std::move(choice.backend);
+    log_->info("{}", choice.reason);
+    if (auto* source = dynamic_cast<ComputeStreamSource*>(backend_.get()))
+      comm_.bind_compute_stream(source->compute_stream());
+    model_ = std::make_unique<Model>(*backend_, shape_, layout_, B_);
+    model_->init_weights(static_cast<uint64_t>(cfg_.run.seed));
+    OptimizerSettings os{t.beta1, t.beta2, t.eps, t.weight_decay, t.grad_clip};
+    if (!comm_.trivial()) {
+      dist::ReducerOptions ro;
+      ro.bucket_bytes = dist::default_bucket_bytes(model_->grads().bytes());
+      ro.wire = cfg_.dist.reduce_dtype == "bf16" ? DType::BF16 : model_->grads().dtype;
+      ro.zero = cfg_.dist.zero == 1;
+      reducer_ = std::make_unique<dist::GradReducer>(comm_, *model_, ro);
+    } else if (cfg_.dist.zero == 1 || cfg_.dist.reduce_dtype != "fp32") {
+      log_->info("single process: dist.zero and dist.reduce_dtype have nothing to do");
+    }
+    if (reducer_ && reducer_->zero())
+      opt_ = std::make_unique<AdamW>(*model_, os, reducer_->shard().begin, reducer_->shard().end);
+    else
+      opt_ = std::make_unique<AdamW>(*model_, os);
+    inputs_.resize(static_cast<size_t>(B_) * T_);
+    targets_.resize(static_cast<size_t>(B_) * T_);
+    setup_run_dir();
+  });
   state_.seed = static_cast<uint64_t>(cfg_.run.seed);
   state_.world_size = comm_.size();
 
@@ -232,16 +265,21 @@ TrainResult TrainLoop::run() {
   if (opts_.resume == "auto" && resume_from.empty())
     log_->info("--resume auto: no checkpoint in {}, starting fresh", run_dir_);
   if (!resume_from.empty()) {
-    state_ = restore_checkpoint(resume_from, cfg_, *model_, *opt_);
+    // Every rank reads the checkpoint (a shared filesystem across nodes).
+    dist::agree(comm_, [&] { state_ = restore_checkpoint(resume_from, cfg_, *model_, *opt_); });
     if (state_.world_size != comm_.size())
       log_->warn("resuming a run saved with {} ranks on {} ranks", state_.world_size, comm_.size());
+    if (state_.next_sample != state_.step * global_batch_)
+      log_->warn("the global batch changed since the checkpoint ({} samples per step now): the "
+                 "sample order differs from an uninterrupted run", global_batch_);
     state_.world_size = comm_.size();
     result.last_checkpoint = resume_from;
     saved_step_ = state_.step;
     log_->info("resumed from {} at step {}", resume_from, state_.step);
-  } else if (!ckpt_->latest().empty()) {
+  } else if (had_checkpoints) {
     comm_.barrier();
     if (comm_.rank() == 0) fs::remove_all(run_dir_ + "/checkpoints");
+    comm_.barrier();
     log_->info("--overwrite: removed the previous checkpoints of {}", run_dir_);
   }
   const std::string metrics_path = run_dir_ + "/metrics.jsonl";
@@ -264,6 +302,7 @@ TrainResult TrainLoop::run() {
   log_->info("data: {} train tokens in {} shards, {} val tokens", train_shards_->total_tokens(),
              train_shards_->shards().size(), val_shards_->total_tokens());
   log_->info("run directory: {}", run_dir_);
+  if (reducer_) log_->info("gradients: {}", reducer_->describe());
 
   nlohmann::ordered_json diagnostics;
   if (state_.step == 0) {
@@ -277,8 +316,11 @@ TrainResult TrainLoop::run() {
   const double elapsed_before = state_.elapsed_s;
   int64_t step = state_.step;
   double last_loss = 0;
+  bool stop_agreed = false;  // a stop request seen by any rank, agreed at the last step
+  double window_comm = 0;
+  const bool sharded = opt_->sharded();
   while (step < t.steps) {
-    if (opts_.stop_requested && opts_.stop_requested->load()) {
+    if (stop_agreed || (comm_.size() == 1 && opts_.stop_requested && opts_.stop_requested->load())) {
       log_->warn("stop requested: checkpointing at step {} and exiting", step);
       result.stopped_early = true;
       break;
@@ -296,22 +338,39 @@ TrainResult TrainLoop::run() {
     for (int64_t micro = 0; micro < accum_; ++micro) {
       fill_train_batch(step, micro);
       loss += model_->forward(inputs_.data(), targets_.data(), B_, T_, grad_scale);
+      // The last micro-step's backward finishes the gradients: its buckets are reduced
+      // while it runs.
+      if (reducer_ && micro == accum_ - 1) reducer_->arm();
       model_->backward();
     }
-    comm_.all_reduce_sum(model_->grads());
-    double loss_sum[1] = {loss};
-    comm_.all_reduce_sum_host(loss_sum, 1);
-    loss = loss_sum[0] / static_cast<double>(accum_ * comm_.size());
-    const double norm = opt_->grad_norm();
+    if (reducer_) {
+      const auto tc = Clock::now();
+      reducer_->finish();
+      window_comm += seconds_since(tc);
+    }
+    // One small host all-reduce per step: the loss, the stop flag (SIGTERM/SIGUSR1 on any
+    // rank stops every rank after this step) and, sharded, the gradient norm's pieces.
+    const bool stop_here = opts_.stop_requested && opts_.stop_requested->load();
+    double acc[3] = {loss, stop_here ? 1.0 : 0.0, sharded ? opt_->shard_grad_sum_squares() : 0.0};
+    comm_.all_reduce_sum_host(acc, sharded ? 3 : 2);
+    loss = acc[0] / static_cast<double>(accum_ * comm_.size());
+    stop_agreed = acc[1] > 0;
+    const double norm = sharded ? std::sqrt(acc[2]) : opt_->grad_norm();
     if (!std::isfinite(loss) || !std::isfinite(norm)) {
+      // Every rank sees the same reduced values, so every rank stops here together.
       const std::string last = ckpt_->latest();
-      fail("non-finite {} ({}) at step {} (lr {:.3g}); stopping without saving. {}",
-           std::isfinite(loss) ? "gradient norm" : "loss", std::isfinite(loss) ? norm : loss,
-           step + 1, lr,
-           last.empty() ? std::string("No checkpoint was written yet.")
-                        : "The last good checkpoint is " + last);
+      throw dist::CollectiveError(fmt::format(
+          "non-finite {} ({}) at step {} (lr {:.3g}); stopping without saving. {}",
+          std::isfinite(loss) ? "gradient norm" : "loss", std::isfinite(loss) ? norm : loss,
+          step + 1, lr,
+          last.empty() ? std::string("No checkpoint was written yet.")
+                       : "The last good checkpoint is " + last));
     }
     opt_->step(lr, norm);
+    if (sharded) {
+      reducer_->all_gather_params();  // every rank's updated shard to every rank
+      model_->sync_working_weights();
+    }
     backend_->synchronize();
     ++step;
     state_.tokens_seen += tokens_per_step;
@@ -340,9 +399,10 @@ TrainResult TrainLoop::run() {
         js["tokens_per_s"] = tps;
         js["ms_per_step"] = ms;
         js["peak_bytes"] = backend_->peak_bytes();
+        if (reducer_) js["comm_wait_ms"] = 1000.0 * window_comm / window_steps;
         metrics_->write(js);
       }
-      window_time = window_loss = 0;
+      window_time = window_loss = window_comm = 0;
       window_steps = 0;
     }
     const bool last_step = step == t.steps;

@@ -1,7 +1,12 @@
 // mhc inspect: parameter table of a checkpoint and, for hc/mhc, its connection matrices
-// averaged over a probe batch, with the Amax gains.
+// averaged over a probe batch, their per-token statistics (diagnostics.h), the composite
+// H_res product and the Amax gains. --json writes them for plotting (scripts/report draws
+// heatmaps from it): {checkpoint, mode, n, probe, n_layer, sublayers: [{name, k, H_pre,
+// H_post, H_res (n·n row-major), H_res_stats, H_pre_range, H_post_range}], composite_H_res,
+// amax}.
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <cstdio>
 
 #include "commands.h"
@@ -90,7 +95,9 @@ void add_inspect_command(CLI::App& app) {
     js["mode"] = residual_mode_name(s.mode);
     js["n"] = n;
     js["probe"] = probe;
+    js["n_layer"] = s.L;
     std::printf("\nconnection coefficients averaged over %d probe tokens (%s)\n", N, probe.c_str());
+    std::vector<std::vector<double>> all_res(static_cast<size_t>(s.sublayers()));
     for (int k = 0; k < s.sublayers(); ++k) {
       Coeffs c = lm.model->coeffs(k);
       auto get = [&](Tensor t) {
@@ -98,15 +105,49 @@ void add_inspect_command(CLI::App& app) {
         lm.backend->download(t, v.data());
         return v;
       };
-      const auto pre = token_mean(get(c.pre), N, n), post = token_mean(get(c.post), N, n);
-      const auto res = token_mean(get(c.res), N, n * n);
+      const auto pre_all = get(c.pre), post_all = get(c.post);
+      all_res[k] = get(c.res);
+      const auto pre = token_mean(pre_all, N, n), post = token_mean(post_all, N, n);
+      const auto res = token_mean(all_res[k], N, n * n);
+      const HresStats st = hres_stats(all_res[k].data(), N, n);
+      const ValueRange pre_r = value_range(pre_all.data(), static_cast<int64_t>(pre_all.size()));
+      const ValueRange post_r = value_range(post_all.data(), static_cast<int64_t>(post_all.size()));
       const std::string name = fmt::format("blocks.{}.{}", k / 2, k % 2 == 0 ? "attn" : "mlp");
       std::printf("\n%s\n  H_pre  %s\n  H_post %s\n  H_res", name.c_str(), row_text(pre.data(), n).c_str(),
                   row_text(post.data(), n).c_str());
       for (int i = 0; i < n; ++i) std::printf("%s%s\n", i ? "         " : " ", row_text(res.data() + i * n, n).c_str());
-      js["sublayers"].push_back({{"name", name}, {"H_pre", pre}, {"H_post", post}, {"H_res", res}});
+      std::printf("  H_res per token: max |row sum-1| %.2e, max |col sum-1| %.2e, diagonal mass %.4f, "
+                  "row entropy %.4f nats (uniform: %.4f)\n", st.row_err, st.col_err, st.diag_mass,
+                  st.row_entropy, std::log(static_cast<double>(n)));
+      js["sublayers"].push_back(
+          {{"name", name}, {"k", k}, {"H_pre", pre}, {"H_post", post}, {"H_res", res},
+           {"H_res_stats", {{"row_err", st.row_err}, {"col_err", st.col_err}, {"diag_mass", st.diag_mass},
+                            {"row_entropy", st.row_entropy}}},
+           {"H_pre_range", {{"min", pre_r.min}, {"mean", pre_r.mean}, {"max", pre_r.max}}},
+           {"H_post_range", {{"min", post_r.min}, {"mean", post_r.mean}, {"max", post_r.max}}}});
     }
-    const AmaxGain g = amax_gain_of(*lm.model);
+    // The composite P = H_res^(2L-1) ... H_res^(0) of each token, averaged over the tokens
+    // (the paper's composite mapping heatmap).
+    std::vector<double> composite(static_cast<size_t>(n) * n, 0.0), P(composite.size()), Q(composite.size());
+    for (int t = 0; t < N; ++t) {
+      std::fill(P.begin(), P.end(), 0.0);
+      for (int i = 0; i < n; ++i) P[static_cast<size_t>(i) * n + i] = 1;
+      for (int k = 0; k < s.sublayers(); ++k) {
+        const double* H = all_res[k].data() + static_cast<size_t>(t) * n * n;
+        for (int i = 0; i < n; ++i)
+          for (int j = 0; j < n; ++j) {
+            double acc = 0;
+            for (int m = 0; m < n; ++m) acc += H[i * n + m] * P[static_cast<size_t>(m) * n + j];
+            Q[static_cast<size_t>(i) * n + j] = acc;
+          }
+        std::swap(P, Q);
+      }
+      for (size_t i = 0; i < P.size(); ++i) composite[i] += P[i] / N;
+    }
+    std::printf("\ncomposite H_res^(%d) ... H_res^(0), averaged over tokens\n", s.sublayers() - 1);
+    for (int i = 0; i < n; ++i) std::printf("  %s\n", row_text(composite.data() + i * n, n).c_str());
+    js["composite_H_res"] = composite;
+    const AmaxGain g = amax_gain(all_res, N, n);
     std::printf("\nAmax gain (composite): forward mean %.4f max %.4f | backward mean %.4f max %.4f\n",
                 g.fwd_mean, g.fwd_max, g.bwd_mean, g.bwd_max);
     std::printf("worst single layer: forward max %.4f (sublayer %d) | backward max %.4f (sublayer %d)\n",

@@ -1,8 +1,16 @@
-// Amax gain magnitude (residuals.md, "Diagnostics"; mHC paper §3.1): for each token the
-// composite P = H_res^(2L−1) ⋯ H_res^(0); forward gain = max_i |Σ_j P_ij| (largest row
-// sum), backward gain = max_j |Σ_i P_ij| (largest column sum). Reported as mean and max
-// over tokens, for the composite and for the single worst layer.
+// Evaluation diagnostics of the residual connections (residuals.md, "Diagnostics").
+//
+// Amax gain magnitude (mHC paper §3.1): for each token the composite
+// P = H_res^(2L−1) ⋯ H_res^(0); forward gain = max_i |Σ_j P_ij| (largest row sum), backward
+// gain = max_j |Σ_i P_ij| (largest column sum). Reported as mean and max over tokens, for
+// the composite and for the single worst layer.
+//
+// Besides the gains, eval_diagnostics() records per-sublayer statistics of the connection
+// coefficients, the gradient norm of each parameter group and the RMS of every residual
+// state. Everything is computed from the model's last forward and current gradients; the
+// coefficients are downloaded once, norms are reduced on the backend (no activation copy).
 #pragma once
+#include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -23,10 +31,43 @@ AmaxGain amax_gain(const std::vector<std::vector<double>>& hres, int tokens, int
 // Gains of the model's last forward (hc/mhc).
 AmaxGain amax_gain_of(Model& model);
 
+// Statistics of one sublayer's H_res over the tokens of a forward (h: tokens·n·n,
+// row-major per token):
+//   row_err     max over tokens and rows of |Σ_j H_ij − 1|     (0 for a doubly stochastic H)
+//   col_err     max over tokens and columns of |Σ_i H_ij − 1|
+//   diag_mass   mean over tokens of trace(H)/n                  (1 = identity mixing)
+//   row_entropy mean over tokens and rows of the entropy (nats) of the row's distribution
+//               p_j = |H_ij| / Σ_j |H_ij|; 0 = each stream keeps one source, log n = uniform
+//               mixing (for HC, whose entries may be negative, the absolute values are used)
+struct HresStats {
+  double row_err = 0, col_err = 0, diag_mass = 0, row_entropy = 0;
+};
+HresStats hres_stats(const double* h, int tokens, int n);
+
+// Minimum, mean and maximum of `count` values (all 0 for count 0).
+struct ValueRange {
+  double min = 0, mean = 0, max = 0;
+};
+ValueRange value_range(const double* v, int64_t count);
+
+// The gradient-norm group of a parameter export name: "embed", "attention", "mlp",
+// "norms", "connections" or "head" (architecture.md, "Exported weights").
+std::string param_group(const std::string& name);
+
 // Everything an evaluation records besides the loss, from the model's last forward (a
-// validation batch) and its current gradients (those of the last training step):
-// {"amax": {...}} for hc/mhc, plus further per-layer statistics. The trainer writes the
-// returned object into the eval line of metrics.jsonl as "diagnostics".
+// validation batch) and its current gradients (those of the last training step; zeros
+// before the first step). The trainer writes the returned object into the eval line of
+// metrics.jsonl as "diagnostics":
+//   "amax":      AmaxGain fields (hc/mhc)
+//   "h_res":     {"row_err": [2L], "col_err": [2L], "diag_mass": [2L], "row_entropy": [2L]}
+//                (hc/mhc; per sublayer k, HresStats)
+//   "h_pre", "h_post": {"min": [2L], "mean": [2L], "max": [2L]} over tokens and streams
+//                (hc/mhc)
+//   "grad_norm": {"embed", "attention", "mlp", "norms", "connections", "head", "total"}:
+//                L2 norm of the gradient of each group ("connections" and "head" are
+//                present only when the model has such parameters)
+//   "act_rms":   [2L+1] RMS of the residual state X_k entering sublayer k (k = 2L: the
+//                state after the last sublayer, before the collapse and final norm)
 nlohmann::ordered_json eval_diagnostics(Model& model);
 
 }  // namespace mhc

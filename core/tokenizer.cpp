@@ -1,6 +1,7 @@
 #include "tokenizer.h"
 
 #include "error.h"
+#include "gpt2_tokenizer.h"
 
 namespace mhc {
 
@@ -20,8 +21,19 @@ std::string ByteTokenizer::decode(const std::vector<int32_t>& tokens) const {
 
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& name, const std::string& gpt2_dir) {
   if (name == "byte") return std::make_unique<ByteTokenizer>();
-  (void)gpt2_dir;
-  fail("tokenizer '{}' is not available (known: byte)", name);
+  if (name == "gpt2") {
+    std::string dir = gpt2_dir;
+    if (dir.empty()) {
+      std::string tried;
+      dir = find_gpt2_dir(&tried);
+      if (dir.empty())
+        fail("gpt2 tokenizer: encoder.json and vocab.bpe not found (looked in {}); run "
+             "data/get_gpt2_vocab.sh, or set MHC_GPT2_DIR or --gpt2-dir to a folder that holds "
+             "them", tried);
+    }
+    return std::make_unique<Gpt2Tokenizer>(read_gpt2_vocab(dir));
+  }
+  fail("tokenizer '{}' is not available (known: byte, gpt2)", name);
 }
 
 }  // namespace mhc

@@ -1,5 +1,6 @@
-// Tokenizers: "byte" (token = byte value, vocabulary 256) is built in; "gpt2" (BPE
-// from encoder.json/vocab.bpe) plugs in behind the same interface.
+// Tokenizers: "byte" (token = byte value, vocabulary 256) is built in; "gpt2" (GPT-2's
+// byte-level BPE from encoder.json/vocab.bpe, gpt2_tokenizer.h) plugs in behind the same
+// interface.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -27,7 +28,9 @@ class ByteTokenizer final : public Tokenizer {
 };
 
 // name: "byte" or "gpt2" (gpt2_dir holds encoder.json and vocab.bpe; empty = the
-// default location data/cache/gpt2). MhcError for unknown names or missing files.
+// default location, see find_gpt2_dir in gpt2_tokenizer.h: $MHC_GPT2_DIR, else
+// data/cache/gpt2, fetched by data/get_gpt2_vocab.sh). MhcError for unknown names or
+// missing files.
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& name, const std::string& gpt2_dir = "");
 
 }  // namespace mhc

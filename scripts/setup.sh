@@ -11,7 +11,7 @@ packages=(
   build-essential cmake pkg-config git
   libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev libgtest-dev
   libopenblas-openmp-dev libopenmpi-dev openmpi-bin
-  python3-torch python3-numpy python3-matplotlib
+  python3-torch python3-numpy python3-matplotlib python3-yaml
 )
 
 missing=()

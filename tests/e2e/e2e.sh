@@ -86,8 +86,9 @@ PY
 
 case_resume() {
   make_corpus
+  # Two threads: resume must be bit-identical with multi-threaded reductions too.
   local common=(--set residual.mode=mhc --set train.steps=24 --set train.checkpoint_every=0
-                --set train.eval_every=12)
+                --set train.eval_every=12 --set train.threads=2)
   check "straight run" train_tiny straight "${common[@]}" 2>/dev/null
   check "first half (stop at 12)" train_tiny split "${common[@]}" --stop-at-step 12 2>/dev/null
   check "a fresh start refuses to overwrite" sh -c "! '$mhc' train -c '$here/tiny.yaml' --run-dir split >/dev/null 2>&1"

@@ -1,0 +1,204 @@
+#!/usr/bin/env bash
+# End-to-end tests of scripts/ablate and scripts/report, one case per ctest entry:
+#   ablation_test.sh MHC_BINARY CASE WORK_DIR
+# Cases:
+#   sweep   configs/ablations/default_modes_short.yaml (3 modes x 2 seeds), cut to 24 steps,
+#           on a small corpus:
+#           one run stopped early and continued, the figure and tables written, the
+#           diagnostics present in metrics.jsonl, a second invocation skipping every run
+#   reject  sweep files with an unknown key, an impossible value, a bad type, missing data
+#           or a malformed layout are rejected before any run starts (one error line);
+#           the built-in YAML reader agrees with PyYAML; --slurm submits one job per run
+set -uo pipefail
+mhc=$1
+case_name=$2
+work=$3
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+ablate="$repo/scripts/ablate"
+rm -rf "$work" && mkdir -p "$work"
+cd "$work" || exit 1
+
+failures=0
+check() {  # check DESCRIPTION COMMAND...: the command must succeed
+  local what=$1
+  shift
+  if "$@"; then echo "ok: $what"; else echo "FAIL: $what"; failures=$((failures + 1)); fi
+}
+
+# A small real corpus: the project's own sources (byte-level shards).
+"$mhc" prepare --input "$repo/core" --input "$repo/app" --output "$work/corpus" --val-fraction 0.1 \
+  >/dev/null || { echo "FAIL: prepare"; exit 1; }
+data=(--set "data.train=$work/corpus/*_train_*.bin" --set "data.val=$work/corpus/*_val_*.bin")
+
+case_sweep() {
+  local sweep="$repo/configs/ablations/default_modes_short.yaml" runs="$work/runs"
+  # Shorter still than the sweep file's 60 steps, so that the six runs take about a minute
+  # on two idle cores.
+  local common=(--mhc "$mhc" --runs-dir "$runs" "${data[@]}" --set train.threads=2 --set train.steps=24
+                --set train.eval_every=8 --set train.eval_batches=2 --set train.log_every=4)
+  # One run first, stopped at step 8 (as a job hitting its time limit would be).
+  check "ablate --only one run --stop-at-step 8" "$ablate" "$sweep" "${common[@]}" --only mode-mhc_seed-1 \
+    --stop-at-step 8 --no-report
+  check "the stopped run has a step-8 checkpoint" test -f "$runs/default_modes_short/mode-mhc_seed-1/checkpoints/step_00000008/model.safetensors"
+  local t0=$SECONDS
+  "$ablate" "$sweep" "${common[@]}" >ablate.out 2>&1
+  local rc=$?
+  cat ablate.out
+  check "the full sweep runs (exit 0, $((SECONDS - t0)) s)" test "$rc" -eq 0
+  check "the stopped run is continued, not restarted" grep -q "mode-mhc_seed-1: continuing from step 8" ablate.out
+  check "six runs finished" test "$(grep -c ': done in' ablate.out)" -eq 6
+  local out="$runs/default_modes_short/report"
+  for f in ablation.png diagnostics.png table.md hres_mode-hc_seed-1.png hres_mode-mhc_seed-1.png sweep_json; do
+    [ "$f" = sweep_json ] && f=../sweep.json
+    check "report wrote $f" test -s "$out/$f"
+  done
+  check "table has a row per mode with the seed spread" python3 - "$out/table.md" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+for mode in ("baseline", "hc", "mhc"):
+    row = [l for l in text.splitlines() if l.startswith("| %s | 1, 2 |" % mode)]
+    assert row, (mode, text)
+    assert re.search(r"\d\.\d{4} ± \d\.\d{4}", row[0]), row[0]
+mhc_row = [l for l in text.splitlines() if l.startswith("| mhc | 1, 2 |")][0]
+assert "| 1 / " in mhc_row, mhc_row   # forward Amax gain of mHC prints as 1
+print("table ok")
+PY
+  check "diagnostics in every eval line; mHC forward gain is 1" python3 - "$runs/default_modes_short" <<'PY'
+import json, os, sys
+root = sys.argv[1]
+for run in sorted(os.listdir(root)):
+    path = os.path.join(root, run, "metrics.jsonl")
+    if not os.path.isfile(path):
+        continue
+    evals = [json.loads(l) for l in open(path) if '"eval"' in l]
+    steps = [e["step"] for e in evals]
+    assert steps == [0, 8, 16, 24], (run, steps)  # the continued run kept its early evals
+    for e in evals:
+        d = e["diagnostics"]
+        assert len(d["act_rms"]) == 9 and "total" in d["grad_norm"], (run, d.keys())
+        if "baseline" in run:
+            assert "amax" not in d and "h_res" not in d
+            continue
+        for key in ("amax", "h_res", "h_pre", "h_post"):
+            assert key in d, (run, key)
+        assert len(d["h_res"]["diag_mass"]) == 8
+        if "mhc" in run:
+            assert abs(d["amax"]["fwd_max"] - 1) < 1e-5, (run, d["amax"])
+    assert evals[-1]["diagnostics"]["grad_norm"]["total"] > 0
+print("diagnostics ok")
+PY
+  "$ablate" "$sweep" "${common[@]}" >again.out 2>&1
+  check "a second invocation skips all six complete runs" test "$(grep -c 'complete, skipped' again.out)" -eq 6
+}
+
+# expect_reject DESCRIPTION PATTERN SWEEP_FILE [ablate args...]: exit code 1, one stderr
+# line "ablate: error: ..." matching PATTERN, and no run directory created.
+expect_reject() {
+  local what=$1 pattern=$2 file=$3
+  shift 3
+  rm -rf rejected_runs
+  "$ablate" "$file" --mhc "$mhc" --runs-dir rejected_runs "${data[@]}" "$@" >out.txt 2>err.txt
+  local rc=$? lines
+  lines=$(grep -c '' err.txt)
+  local made
+  made=$(find rejected_runs -mindepth 2 -maxdepth 2 -type d 2>/dev/null | wc -l)
+  if [ "$rc" -eq 1 ] && [ "$lines" -eq 1 ] && grep -q "^ablate: error: " err.txt && grep -qE -- "$pattern" err.txt &&
+     [ "$made" -eq 0 ]; then
+    echo "ok: $what -> $(cat err.txt)"
+  else
+    echo "FAIL: $what (exit $rc, $lines lines, $made run dirs): $(cat err.txt)"
+    failures=$((failures + 1))
+  fi
+}
+
+sweep_file() {  # sweep_file NAME AXES_YAML [SET_YAML]
+  {
+    echo "name: $1"
+    echo "base: configs/default.yaml"
+    [ -n "${3:-}" ] && printf 'set:\n%s\n' "$3"
+    printf 'axes:\n%s\n' "$2"
+  } >"$1.yaml"
+}
+
+case_reject() {
+  local short=(--set train.steps=2)
+  sweep_file unknown_key "  residual.mdoe: [hc, mhc]"
+  expect_reject "unknown key" "residual.mdoe.*did you mean 'residual.mode'" unknown_key.yaml
+  sweep_file bad_value "  residual.mode: [baseline, hcx]"
+  expect_reject "impossible value (after a good one)" "mode-hcx.*'hcx' is not one of" bad_value.yaml
+  sweep_file bad_combo "  model.n_head: [4, 3]"
+  expect_reject "impossible combination" "n_head-3.*not divisible" bad_combo.yaml
+  sweep_file bad_type "  train.steps: [10, many]"
+  expect_reject "wrong type" "train.steps.*integer" bad_type.yaml
+  sweep_file bad_n "  residual.n: [0]" "  residual.mode: mhc"
+  expect_reject "impossible stream count" "residual.n" bad_n.yaml
+  sweep_file no_data "  run.seed: [1, 2]"
+  expect_reject "data glob matching nothing" "data.train=.*matches no file" no_data.yaml --set "data.train=$work/nowhere/*.bin"
+  sweep_file named "  run.name: [a, b]"
+  expect_reject "run.name as an axis" "run.name.*set by ablate" named.yaml
+  sweep_file empty_axis "  run.seed: []"
+  expect_reject "empty axis" "non-empty list" empty_axis.yaml
+  sweep_file repeated "  run.seed: [1, 1]"
+  expect_reject "repeated value" "repeats a value" repeated.yaml
+  printf 'base: configs/default.yaml\naxis:\n  run.seed: [1]\n' >typo_top.yaml
+  expect_reject "unknown top-level key" "unknown top-level key 'axis'" typo_top.yaml
+  printf 'axes:\n  run.seed: [1]\n' >no_base.yaml
+  expect_reject "missing base" "'base'.*missing" no_base.yaml
+  printf 'base: configs/nope.yaml\naxes:\n  run.seed: [1]\n' >missing_base.yaml
+  expect_reject "missing base file" "nope.yaml.*not found" missing_base.yaml
+  expect_reject "unknown --only run" "--only nope: no such run" "$repo/configs/ablations/default_modes.yaml" --only nope
+
+  # The committed sweep files are accepted, and the YAML subset reader (for machines without
+  # python3-yaml) reads them as PyYAML does.
+  for f in default_modes default_modes_short; do
+    check "$f.yaml plans 6 runs" sh -c "'$ablate' '$repo/configs/ablations/$f.yaml' --mhc '$mhc' --plan --runs-dir plan $(printf "'%s' " "${data[@]}") >plan_$f.txt && test \$(grep -c ' new ' plan_$f.txt) -eq 6"
+    MHC_ABLATE_NO_PYYAML=1 "$ablate" "$repo/configs/ablations/$f.yaml" --mhc "$mhc" --plan --runs-dir plan "${data[@]}" >plan_${f}_subset.txt 2>&1
+    check "$f.yaml: built-in YAML reader agrees with PyYAML" cmp -s plan_$f.txt plan_${f}_subset.txt
+  done
+  # The GPU sweep is checked without a backend under --slurm (the submitting host may have no GPU).
+  check "gpu_12l_d512.yaml plans 3 runs for Slurm" sh -c "'$ablate' '$repo/configs/ablations/gpu_12l_d512.yaml' --mhc '$mhc' --plan --slurm --runs-dir plan $(printf "'%s' " "${data[@]}") | grep -c ' new ' | grep -qx 3"
+  check "YAML subset reader: nested maps, flow lists, comments, quotes" env PYTHONPATH="$repo/scripts/ablation" python3 -c '
+from sweep import parse_yaml_subset as p
+text = """# comment
+name: "x y"   # trailing
+set:
+  a.b: 1.5e-3
+  c: [1, "two", {d: 3}]
+axes:
+  e: [true, off, null, -4]
+list:
+  - 1
+  - 2
+"""
+got = p(text, "t")
+assert got == {"name": "x y", "set": {"a.b": 1.5e-3, "c": [1, "two", {"d": 3}]},
+               "axes": {"e": [True, False, None, -4]}, "list": [1, 2]}, got
+'
+
+  # --slurm: one sbatch per run, each job running `srun mhc train ... --resume auto`.
+  mkdir -p fakebin
+  cat >fakebin/sbatch <<'SH'
+#!/bin/sh
+echo "$@" >>"$SBATCH_LOG"
+echo "Submitted batch job $(wc -l <"$SBATCH_LOG")"
+SH
+  chmod +x fakebin/sbatch
+  SBATCH_LOG="$work/sbatch.log" PATH="$work/fakebin:$PATH" "$ablate" "$repo/configs/ablations/default_modes.yaml" \
+    --mhc "$mhc" --runs-dir slurm_runs "${data[@]}" --slurm --sbatch-arg=--gres=gpu:1 >slurm.out 2>&1
+  check "--slurm submits 6 jobs with the extra sbatch arguments" sh -c "test \$(grep -c -- '--gres=gpu:1 .*job.sh' sbatch.log) -eq 6"
+  check "each job script runs srun mhc train --resume auto" grep -q \
+    "^srun .*mhc train -c .*--run-dir slurm_runs/default_modes/mode-hc_seed-2 --resume auto\$" \
+    slurm_runs/default_modes/mode-hc_seed-2/job.sh
+}
+
+case "$case_name" in
+  sweep) case_sweep ;;
+  reject) case_reject ;;
+  *) echo "unknown case $case_name"; exit 2 ;;
+esac
+if [ "$failures" -ne 0 ]; then
+  echo "$failures check(s) failed"
+  exit 1
+fi
+echo "all checks passed"

@@ -47,7 +47,8 @@ void dry_run(const Config& cfg) {
   BackendChoice choice = make_backend(cfg.train);
   const Backend& be = *choice.backend;
   const int B = static_cast<int>(cfg.train.micro_batch);
-  const int64_t model_bytes = Model::planned_bytes(be, shape, layout, B);
+  const int64_t model_bytes =
+      Model::planned_bytes(be, shape, layout, B, model_options_for_training(cfg, shape, B));
   const int64_t opt_bytes = 2 * layout.total * static_cast<int64_t>(dtype_size(be.master_dtype()));
   std::printf("backend: %s\n", be.name().c_str());
   std::printf("memory estimate (micro-batch %d x %d): weights+grads+activations %s, optimizer %s, "

@@ -195,6 +195,51 @@ class Backend {
   // ---- optimizer ----------------------------------------------------------------------
   // AdamW with decoupled weight decay on master weights p (grad g, moments m, v).
   virtual void adamw(Tensor p, Tensor g, Tensor m, Tensor v, const AdamWStep& step) = 0;
+
+  // ---- optional fused ops -------------------------------------------------------------
+  // Each has a default written with the ops above, so a backend need not implement it;
+  // a backend overrides it where fusing saves memory traffic (the CUDA backend).
+
+  // D[m,n] = alpha op(A) op(B) + beta C, with C and D of the same dtype (C may be D;
+  // with beta = 0 C is not read). Used to fuse a residual add into the output GEMM:
+  // X_{k+1} = X_k + att Woᵀ without writing the sublayer output. Default: copy C into
+  // D, then gemm() into D.
+  virtual void gemm_ex(bool trans_a, bool trans_b, int m, int n, int k, float alpha, Tensor A,
+                       int lda, Tensor B, int ldb, float beta, Tensor C, int ldc, Tensor D,
+                       int ldd) {
+    if (m <= 0 || n <= 0) return;
+    if (beta != 0.f && C.data != D.data) {
+      if (ldc == ldd) {
+        const int64_t span = static_cast<int64_t>(m - 1) * ldd + n;
+        copy(D.slice(0, span), C.slice(0, span));
+      } else {
+        for (int64_t r = 0; r < m; ++r) copy(D.slice(r * ldd, n), C.slice(r * ldc, n));
+      }
+    }
+    gemm(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, D, ldd);
+  }
+
+  // The classifier and its loss over N tokens, `chunk` tokens at a time, so no more than
+  // chunk·Vp logits exist at once (scratch: at least chunk·Vp, compute dtype):
+  //   logits_c = x_c Wᵀ, losses[N] (master dtype, overwrite) as cross_entropy();
+  //   when dloss != 0 also dx[N,C] = Σ_c dlogits_c W (overwrite) and
+  //   dW[Vp,C] += dlogits_cᵀ x_c, with dlogits = d(dloss · Σ_t loss_t)/dlogits.
+  // x [N,C], W [Vp,C] (rows V..Vp-1 padding), targets I32 [N].
+  virtual void classifier(Tensor losses, Tensor dx, Tensor dW, Tensor x, Tensor W, Tensor targets,
+                          Tensor scratch, int N, int C, int V, int Vp, int chunk, float dloss) {
+    if (chunk < 1) chunk = N;
+    for (int t0 = 0; t0 < N; t0 += chunk) {
+      const int rows = N - t0 < chunk ? N - t0 : chunk;
+      const Tensor xc = x.slice(static_cast<int64_t>(t0) * C, static_cast<int64_t>(rows) * C);
+      const Tensor logits = scratch.slice(0, static_cast<int64_t>(rows) * Vp);
+      gemm(false, true, rows, Vp, C, 1.f, xc, C, W, C, 0.f, logits, Vp);
+      cross_entropy(losses.slice(t0, rows), logits, targets.slice(t0, rows), rows, V, Vp, dloss);
+      if (dloss == 0.f) continue;
+      gemm(false, false, rows, C, Vp, 1.f, logits, Vp, W, C, 0.f,
+           dx.slice(static_cast<int64_t>(t0) * C, static_cast<int64_t>(rows) * C), C);
+      gemm(true, false, Vp, C, rows, 1.f, logits, Vp, xc, C, 1.f, dW, C);
+    }
+  }
 };
 
 }  // namespace mhc

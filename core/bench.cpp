@@ -86,7 +86,7 @@ BenchResult run_bench(const Config& cfg, int steps, int warmup, spdlog::logger& 
   };
 
   {
-    Model model(be, shape, layout, B);
+    Model model(be, shape, layout, B, model_options_for_training(cfg, shape, B));
     model.init_weights(static_cast<uint64_t>(cfg.run.seed));
     AdamW opt(model, OptimizerSettings{});
     run_steps(model, opt, warmup, false);
@@ -102,7 +102,7 @@ BenchResult run_bench(const Config& cfg, int steps, int warmup, spdlog::logger& 
   }
   {
     TimedBackend timed(be);
-    Model model(timed, shape, layout, B);
+    Model model(timed, shape, layout, B, model_options_for_training(cfg, shape, B));
     model.init_weights(static_cast<uint64_t>(cfg.run.seed));
     AdamW opt(model, OptimizerSettings{});
     run_steps(model, opt, 1, false);

@@ -1,5 +1,6 @@
 #include "model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -21,9 +22,11 @@ Tensor BufferArena::take(int64_t numel, DType dtype) {
 
 // Activations of one sublayer k (F_k = Sublayer_k(RMSNorm_k(u))).
 struct Model::SublayerActs {
-  Tensor u;             // [N,C] sublayer input (hc/mhc: Σ pre_i X_i; baseline: X_k itself)
+  Tensor u;             // [N,C] sublayer input (hc/mhc: Σ pre_i X_i; baseline: X_k itself;
+                        //  with recompute the shared Buffers::u_shared)
   Tensor h, rstd;       // [N,C] normed input, [N] its rstd
-  Tensor f;             // [N,C] sublayer output
+  Tensor f;             // [N,C] sublayer output (hc/mhc only: the baseline's output GEMM
+                        //  adds into X_{k+1} directly)
   Tensor qkv, att, lse; // attention: [N,3C] (after RoPE), [N,C], [B,heads,T]
   Tensor hid_in, hid_act;  // mlp: [N,2H] or [N,H] pre-activation, [N,H] activation
   Coeffs coeffs;        // hc/mhc: per-token pre/post/res
@@ -34,7 +37,9 @@ struct Model::SublayerActs {
 struct Model::Buffers {
   Tensor inputs, targets;  // I32 [N]
   Tensor emb;              // [N,C] token embeddings (hc/mhc, before expansion)
-  std::vector<Tensor> X;   // 2L+1 residual states [N,n,C]
+  std::vector<Tensor> X;   // 2L+1 residual states [N,n,C] (with recompute, views of
+                           //  segment-start buffers and of recompute_segment−1 slots)
+  Tensor u_shared;         // recompute: [N,C] the one u buffer of every sublayer
   std::vector<SublayerActs> sub;
   Tensor y, yn, rstd_final, logits, losses;
   // backward scratch, reused by every sublayer
@@ -42,22 +47,62 @@ struct Model::Buffers {
   Coeffs dcoeffs;
 };
 
+namespace {
+
+// recompute segment length: round(sqrt(2L)) minimises (2L/R + R − 1) stored states.
+int segment_length(const ModelShape& s, const ModelOptions& o) {
+  if (!o.recompute || s.mode == ResidualMode::Baseline) return 1;
+  const int r = o.recompute_segment > 0
+                    ? o.recompute_segment
+                    : static_cast<int>(std::lround(std::sqrt(static_cast<double>(s.sublayers()))));
+  return std::max(1, std::min(r, s.sublayers()));
+}
+
+// Rows of the logits buffer.
+int64_t logits_rows(const ModelShape& s, const ModelOptions& o, int64_t N) {
+  if (o.classifier_chunk <= 0 || o.classifier_chunk >= N) return N;
+  return std::min<int64_t>(N, std::max<int64_t>(o.classifier_chunk, s.T));
+}
+
+}  // namespace
+
+ModelOptions model_options_for_training(const Config& cfg, const ModelShape& shape,
+                                        int max_batch) {
+  ModelOptions o;
+  o.recompute = cfg.train.recompute;
+  const int64_t N = static_cast<int64_t>(max_batch) * shape.T;
+  const int64_t budget = int64_t(1) << 28;  // logits entries at once (512 MiB in bf16)
+  if (N * shape.Vp > budget) {
+    const int64_t chunks = (N * shape.Vp + budget - 1) / budget;
+    o.classifier_chunk = static_cast<int>((N + chunks - 1) / chunks);
+  }
+  return o;
+}
+
 void Model::make_buffers(BufferArena& a, Buffers& b, DType act, DType master, const ModelShape& s,
-                         int max_batch) {
+                         int max_batch, const ModelOptions& opt) {
   const int64_t N = static_cast<int64_t>(max_batch) * s.T, C = s.C, n = s.n, H = s.hidden;
   const bool streams = s.mode != ResidualMode::Baseline;
   const int64_t hid_in = s.swiglu ? 2 * H : H;
+  const int K = s.sublayers();
+  const int R = segment_length(s, opt);
   b.inputs = a.take(N, DType::I32);
   b.targets = a.take(N, DType::I32);
   if (streams) b.emb = a.take(N * C, act);
-  for (int k = 0; k <= s.sublayers(); ++k) b.X.push_back(a.take(N * n * C, act));
-  b.sub.resize(s.sublayers());
-  for (int k = 0; k < s.sublayers(); ++k) {
+  b.X.assign(K + 1, Tensor{});
+  std::vector<Tensor> slots;
+  for (int r = 1; r < R; ++r) slots.push_back(a.take(N * n * C, act));
+  for (int k = 0; k <= K; ++k)
+    b.X[k] = (k % R == 0 || k == K) ? a.take(N * n * C, act) : slots[(k % R) - 1];
+  const bool shared_u = streams && opt.recompute;
+  if (shared_u) b.u_shared = a.take(N * C, act);
+  b.sub.resize(K);
+  for (int k = 0; k < K; ++k) {
     SublayerActs& sa = b.sub[k];
-    if (streams) sa.u = a.take(N * C, act);
+    if (streams) sa.u = shared_u ? b.u_shared : a.take(N * C, act);
     sa.h = a.take(N * C, act);
     sa.rstd = a.take(N, master);
-    sa.f = a.take(N * C, act);
+    if (streams) sa.f = a.take(N * C, act);
     if (k % 2 == 0) {
       sa.qkv = a.take(N * 3 * C, act);
       sa.att = a.take(N * C, act);
@@ -76,7 +121,7 @@ void Model::make_buffers(BufferArena& a, Buffers& b, DType act, DType master, co
   b.y = streams ? a.take(N * C, act) : Tensor{};
   b.yn = a.take(N * C, act);
   b.rstd_final = a.take(N, master);
-  b.logits = a.take(N * s.Vp, act);
+  b.logits = a.take(logits_rows(s, opt, N) * s.Vp, act);
   b.losses = a.take(N, master);
   b.dXa = a.take(N * n * C, act);
   b.dXb = streams ? a.take(N * n * C, act) : Tensor{};
@@ -105,27 +150,30 @@ int64_t param_bytes(const Backend& be, const ParamLayout& layout) {
 }  // namespace
 
 int64_t Model::planned_bytes(const Backend& backend, const ModelShape& shape,
-                             const ParamLayout& layout, int max_batch) {
+                             const ParamLayout& layout, int max_batch,
+                             const ModelOptions& options) {
   BufferArena plan;
   Buffers b;
-  make_buffers(plan, b, backend.compute_dtype(), backend.master_dtype(), shape, max_batch);
+  make_buffers(plan, b, backend.compute_dtype(), backend.master_dtype(), shape, max_batch,
+               options);
   return plan.bytes() + param_bytes(backend, layout);
 }
 
-Model::Model(Backend& backend, const ModelShape& shape, const ParamLayout& layout, int max_batch)
-    : backend_(backend), shape_(shape), layout_(layout), max_batch_(max_batch),
-      buf_(std::make_unique<Buffers>()) {
+Model::Model(Backend& backend, const ModelShape& shape, const ParamLayout& layout, int max_batch,
+             const ModelOptions& options)
+    : backend_(backend), shape_(shape), layout_(layout), max_batch_(max_batch), options_(options),
+      segment_(segment_length(shape, options)), buf_(std::make_unique<Buffers>()) {
   MHC_CHECK(max_batch > 0);
   const DType master = backend.master_dtype(), act = backend.compute_dtype();
   BufferArena plan;
   {
     Buffers counting;
-    make_buffers(plan, counting, act, master, shape, max_batch);
+    make_buffers(plan, counting, act, master, shape, max_batch, options_);
   }
   // One allocation for all activations (allocated once up front, as on a GPU).
   arena_ = backend_.alloc((plan.bytes() + 7) / 8, DType::F64);
   BufferArena arena(arena_);
-  make_buffers(arena, *buf_, act, master, shape, max_batch);
+  make_buffers(arena, *buf_, act, master, shape, max_batch, options_);
   params_ = backend_.alloc(layout.total, master);
   grads_ = backend_.alloc(layout.total, master);
   weights_ = act == master ? params_ : backend_.alloc(layout.total, act);
@@ -213,7 +261,10 @@ void Model::sync_working_weights() {
 
 void Model::zero_grads() { backend_.zero(grads_); }
 
-Tensor Model::logits() const { return buf_->logits.slice(0, static_cast<int64_t>(N_) * shape_.Vp); }
+Tensor Model::logits() const {
+  const int64_t rows = std::min<int64_t>(N_, buf_->logits.numel / shape_.Vp);
+  return buf_->logits.slice(0, rows * shape_.Vp);
+}
 
 Coeffs Model::coeffs(int k) const {
   const Coeffs& c = buf_->sub.at(k).coeffs;
@@ -221,13 +272,45 @@ Coeffs Model::coeffs(int k) const {
   return {c.pre.slice(0, N_ * n), c.post.slice(0, N_ * n), c.res.slice(0, N_ * n * n)};
 }
 
+bool Model::stores_state(int k) const { return k % segment_ == 0 || k == shape_.sublayers(); }
+
+void Model::materialize_segment(int k) const {
+  if (stores_state(k) || N_ == 0) return;
+  const int segment = k / segment_;
+  if (segment == materialized_segment_) return;
+  const int N = N_, n = shape_.n, C = shape_.C;
+  const ConnShape cs{N, n, C};
+  const int first = segment * segment_;
+  const int end = std::min(first + segment_, shape_.sublayers());  // a stored state
+  for (int j = first; j + 1 < end; ++j) {
+    const SublayerActs& a = buf_->sub[j];
+    backend_.stream_merge_forward(buf_->X[j + 1].slice(0, static_cast<int64_t>(N) * n * C),
+                                  buf_->X[j].slice(0, static_cast<int64_t>(N) * n * C),
+                                  a.f.slice(0, static_cast<int64_t>(N) * C),
+                                  {a.coeffs.pre.slice(0, static_cast<int64_t>(N) * n),
+                                   a.coeffs.post.slice(0, static_cast<int64_t>(N) * n),
+                                   a.coeffs.res.slice(0, static_cast<int64_t>(N) * n * n)},
+                                  cs);
+  }
+  materialized_segment_ = segment;
+}
+
 Tensor Model::residual_state(int k) const {
+  MHC_CHECK(k >= 0 && k <= shape_.sublayers());
+  materialize_segment(k);
   return buf_->X.at(k).slice(0, static_cast<int64_t>(N_) * shape_.n * shape_.C);
 }
 
 Tensor Model::sublayer_input(int k) const {
   if (shape_.mode == ResidualMode::Baseline) return residual_state(k);
-  return buf_->sub.at(k).u.slice(0, static_cast<int64_t>(N_) * shape_.C);
+  const Tensor u = buf_->sub.at(k).u.slice(0, static_cast<int64_t>(N_) * shape_.C);
+  if (options_.recompute) {
+    const int64_t N = N_, n = shape_.n;
+    backend_.stream_aggregate_forward(u, residual_state(k),
+                                      buf_->sub[k].coeffs.pre.slice(0, N * n),
+                                      ConnShape{N_, shape_.n, shape_.C});
+  }
+  return u;
 }
 
 MhcParams Model::mhc_params(const ConnParamIndex& c, bool grads) const {
@@ -271,6 +354,7 @@ double Model::forward(const int32_t* inputs, const int32_t* targets, int B, int 
     backend_.stream_expand(rows(b.X[0], N, n * C), rows(b.emb, N, C), N, n, C);
   }
   for (int k = 0; k < shape_.sublayers(); ++k) sublayer_forward(k, B, T);
+  materialized_segment_ = (shape_.sublayers() - 1) / segment_;  // the slots hold the last
   const Tensor last = rows(b.X[shape_.sublayers()], N, n * C);
   Tensor y = last;
   if (shape_.mode != ResidualMode::Baseline) {
@@ -280,13 +364,31 @@ double Model::forward(const int32_t* inputs, const int32_t* targets, int B, int 
   const Tensor yn = rows(b.yn, N, C);
   backend_.rmsnorm_forward(yn, rows(b.rstd_final, N, 1), y, weight(layout_.final_norm), N, C,
                            shape_.norm_eps);
-  const Tensor head = weight(shape_.tied ? layout_.embed : layout_.lm_head);
-  const Tensor logits = rows(b.logits, N, shape_.Vp);
-  backend_.gemm(false, true, N, shape_.Vp, C, 1.f, yn, C, head, C, 0.f, logits, shape_.Vp);
-  if (!targets) return std::numeric_limits<double>::quiet_NaN();
+  const int head_index = shape_.tied ? layout_.embed : layout_.lm_head;
+  const Tensor head = weight(head_index);
+  const int64_t logit_rows = b.logits.numel / shape_.Vp;
+  head_done_ = false;
+  if (targets && logit_rows < N) {
+    // Chunked classifier: the loss (and with a gradient, the head's backward) without
+    // materialising N·Vp logits.
+    const float dloss = grad_scale / static_cast<float>(N);
+    backend_.classifier(rows(b.losses, N, 1), rows(b.dyn, N, C), grad(head_index), yn, head,
+                        rows(b.targets, N, 1), b.logits, N, C, shape_.V, shape_.Vp,
+                        static_cast<int>(std::min<int64_t>(logit_rows, options_.classifier_chunk)),
+                        dloss);
+    head_done_ = dloss != 0.f;
+  } else {
+    if (logit_rows < N)
+      fail("logits of {} tokens requested, but this model keeps at most {} rows of logits "
+           "(ModelOptions::classifier_chunk)",
+           N, logit_rows);
+    const Tensor logits = rows(b.logits, N, shape_.Vp);
+    backend_.gemm(false, true, N, shape_.Vp, C, 1.f, yn, C, head, C, 0.f, logits, shape_.Vp);
+    if (!targets) return std::numeric_limits<double>::quiet_NaN();
+    backend_.cross_entropy(rows(b.losses, N, 1), logits, rows(b.targets, N, 1), N, shape_.V,
+                           shape_.Vp, grad_scale / static_cast<float>(N));
+  }
   const Tensor losses = rows(b.losses, N, 1);
-  backend_.cross_entropy(losses, logits, rows(b.targets, N, 1), N, shape_.V, shape_.Vp,
-                         grad_scale / static_cast<float>(N));
   std::vector<double> host(static_cast<size_t>(N));
   backend_.download(losses, host.data());
   double sum = 0;
@@ -319,18 +421,17 @@ void Model::sublayer_forward(int k, int B, int T) {
   }
   backend_.rmsnorm_forward(rows(a.h, N, C), rows(a.rstd, N, 1), u, weight(idx.norm), N, C,
                            shape_.norm_eps);
+  // Baseline: the output GEMM adds into X_{k+1} = X_k + F(u) directly (no f buffer).
+  const Tensor out = streams ? rows(a.f, N, C) : Xnext;
+  const Tensor residual = streams ? Tensor{} : Xk;
   if (idx.attention)
-    attention_forward(k, B, T);
+    attention_forward(k, B, T, out, residual);
   else
-    mlp_forward(k, N);
-  const Tensor f = rows(a.f, N, C);
-  if (streams)
-    backend_.stream_merge_forward(Xnext, Xk, f, co, cs);
-  else
-    backend_.add(Xnext, Xk, f);
+    mlp_forward(k, N, out, residual);
+  if (streams) backend_.stream_merge_forward(Xnext, Xk, rows(a.f, N, C), co, cs);
 }
 
-void Model::attention_forward(int k, int B, int T) {
+void Model::attention_forward(int k, int B, int T, Tensor out, Tensor residual) {
   SublayerActs& a = buf_->sub[k];
   const SublayerParamIndex& idx = layout_.sublayers[k];
   const int N = B * T, C = shape_.C;
@@ -340,10 +441,11 @@ void Model::attention_forward(int k, int B, int T) {
   backend_.gemm(false, true, N, 3 * C, C, 1.f, rows(a.h, N, C), C, w_qkv, C, 0.f, qkv, 3 * C);
   backend_.rope_forward(qkv, as, shape_.rope_theta);
   backend_.attention_forward(att, rows(a.lse, N, shape_.n_head), qkv, as);
-  backend_.gemm(false, true, N, C, C, 1.f, att, C, weight(idx.w_out), C, 0.f, rows(a.f, N, C), C);
+  backend_.gemm_ex(false, true, N, C, C, 1.f, att, C, weight(idx.w_out), C,
+                   residual.empty() ? 0.f : 1.f, residual.empty() ? out : residual, C, out, C);
 }
 
-void Model::mlp_forward(int k, int N) {
+void Model::mlp_forward(int k, int N, Tensor out, Tensor residual) {
   SublayerActs& a = buf_->sub[k];
   const SublayerParamIndex& idx = layout_.sublayers[k];
   const int C = shape_.C, H = shape_.hidden, in_w = shape_.swiglu ? 2 * H : H;
@@ -354,7 +456,8 @@ void Model::mlp_forward(int k, int N) {
     backend_.swiglu_forward(hid_act, hid_in, N, H);
   else
     backend_.gelu_forward(hid_act, hid_in, N, H);
-  backend_.gemm(false, true, N, C, H, 1.f, hid_act, H, weight(idx.w_out), H, 0.f, rows(a.f, N, C), C);
+  backend_.gemm_ex(false, true, N, C, H, 1.f, hid_act, H, weight(idx.w_out), H,
+                   residual.empty() ? 0.f : 1.f, residual.empty() ? out : residual, C, out, C);
 }
 
 void Model::backward() {
@@ -364,10 +467,15 @@ void Model::backward() {
   const bool streams = shape_.mode != ResidualMode::Baseline;
   // Head and final norm.
   const int head = shape_.tied ? layout_.embed : layout_.lm_head;
-  const Tensor dlogits = rows(b.logits, N, shape_.Vp);
   const Tensor yn = rows(b.yn, N, C), dyn = rows(b.dyn, N, C);
-  backend_.gemm(false, false, N, C, shape_.Vp, 1.f, dlogits, shape_.Vp, weight(head), C, 0.f, dyn, C);
-  backend_.gemm(true, false, shape_.Vp, C, N, 1.f, dlogits, shape_.Vp, yn, C, 1.f, grad(head), C);
+  if (!head_done_) {  // else the chunked classifier did this in forward()
+    MHC_CHECK(b.logits.numel >= static_cast<int64_t>(N) * shape_.Vp);
+    const Tensor dlogits = rows(b.logits, N, shape_.Vp);
+    backend_.gemm(false, false, N, C, shape_.Vp, 1.f, dlogits, shape_.Vp, weight(head), C, 0.f,
+                  dyn, C);
+    backend_.gemm(true, false, shape_.Vp, C, N, 1.f, dlogits, shape_.Vp, yn, C, 1.f, grad(head),
+                  C);
+  }
   Tensor dX = rows(b.dXa, N, n * C);
   const Tensor y = streams ? rows(b.y, N, C) : rows(b.X[shape_.sublayers()], N, C);
   const Tensor dy = streams ? rows(b.dy, N, C) : dX;
@@ -398,6 +506,7 @@ void Model::sublayer_backward(int k, int B, int T, Tensor dX_out, Tensor dX_in) 
   const SublayerParamIndex& idx = layout_.sublayers[k];
   const int N = B * T, C = shape_.C, n = shape_.n;
   const ConnShape cs{N, n, C};
+  materialize_segment(k);  // recompute: X_k of this segment replayed from its start
   const Tensor Xk = rows(b.X[k], N, n * C);
   const Tensor dh = rows(b.dh, N, C);
   if (shape_.mode == ResidualMode::Baseline) {
@@ -417,9 +526,10 @@ void Model::sublayer_backward(int k, int B, int T, Tensor dX_out, Tensor dX_in) 
     attention_backward(k, B, T, df, dh);
   else
     mlp_backward(k, N, df, dh);
+  const Tensor u = rows(a.u, N, C);
+  if (options_.recompute) backend_.stream_aggregate_forward(u, Xk, co.pre, cs);  // u_k again
   backend_.zero(du);
-  backend_.rmsnorm_backward(du, grad(idx.norm), dh, rows(a.u, N, C), weight(idx.norm),
-                            rows(a.rstd, N, 1), N, C);
+  backend_.rmsnorm_backward(du, grad(idx.norm), dh, u, weight(idx.norm), rows(a.rstd, N, 1), N, C);
   backend_.stream_aggregate_backward(dX_in, dco.pre, du, Xk, co.pre, cs);
   if (shape_.mode == ResidualMode::MHC) {
     backend_.mhc_coeff_backward(dX_in, mhc_params(idx.conn, true), dco, Xk,

@@ -13,7 +13,8 @@ namespace mhc {
 class TimedBackend final : public Backend {
  public:
   explicit TimedBackend(Backend& inner) : inner_(inner) {}
-  // Seconds spent per category: gemm, attention, norm, connections, elementwise, loss,
+  // Seconds spent per category: gemm, attention, norm, conn_coeff (HC/mHC coefficients,
+  // Sinkhorn), conn_streams (stream expand/collapse/aggregate/merge), elementwise, loss,
   // embedding, optimizer.
   const std::map<std::string, double>& seconds() const { return seconds_; }
   void reset() { seconds_.clear(); }
@@ -96,49 +97,58 @@ class TimedBackend final : public Backend {
     MHC_TIMED("loss", inner_.cross_entropy(l, lg, t, N, V, Vp, dl));
   }
   void stream_expand(Tensor X, Tensor x, int N, int n, int C) override {
-    MHC_TIMED("connections", inner_.stream_expand(X, x, N, n, C));
+    MHC_TIMED("conn_streams", inner_.stream_expand(X, x, N, n, C));
   }
   void stream_collapse(Tensor x, Tensor X, int N, int n, int C) override {
-    MHC_TIMED("connections", inner_.stream_collapse(x, X, N, n, C));
+    MHC_TIMED("conn_streams", inner_.stream_collapse(x, X, N, n, C));
   }
   void stream_aggregate_forward(Tensor u, Tensor X, Tensor p, const ConnShape& s) override {
-    MHC_TIMED("connections", inner_.stream_aggregate_forward(u, X, p, s));
+    MHC_TIMED("conn_streams", inner_.stream_aggregate_forward(u, X, p, s));
   }
   void stream_aggregate_backward(Tensor dX, Tensor dp, Tensor du, Tensor X, Tensor p,
                                  const ConnShape& s) override {
-    MHC_TIMED("connections", inner_.stream_aggregate_backward(dX, dp, du, X, p, s));
+    MHC_TIMED("conn_streams", inner_.stream_aggregate_backward(dX, dp, du, X, p, s));
   }
   void stream_merge_forward(Tensor Y, Tensor X, Tensor f, const Coeffs& c, const ConnShape& s) override {
-    MHC_TIMED("connections", inner_.stream_merge_forward(Y, X, f, c, s));
+    MHC_TIMED("conn_streams", inner_.stream_merge_forward(Y, X, f, c, s));
   }
   void stream_merge_backward(Tensor dX, Tensor df, const Coeffs& dc, Tensor dY, Tensor X, Tensor f,
                              const Coeffs& c, const ConnShape& s) override {
-    MHC_TIMED("connections", inner_.stream_merge_backward(dX, df, dc, dY, X, f, c, s));
+    MHC_TIMED("conn_streams", inner_.stream_merge_backward(dX, df, dc, dY, X, f, c, s));
   }
   void sinkhorn_forward(Tensor H, Tensor Z, int count, int n, int it) override {
-    MHC_TIMED("connections", inner_.sinkhorn_forward(H, Z, count, n, it));
+    MHC_TIMED("conn_coeff", inner_.sinkhorn_forward(H, Z, count, n, it));
   }
   void sinkhorn_backward(Tensor dZ, Tensor dH, Tensor Z, int count, int n, int it) override {
-    MHC_TIMED("connections", inner_.sinkhorn_backward(dZ, dH, Z, count, n, it));
+    MHC_TIMED("conn_coeff", inner_.sinkhorn_backward(dZ, dH, Z, count, n, it));
   }
   void mhc_coeff_forward(const Coeffs& c, const MhcSaved& sv, Tensor X, const MhcParams& p,
                          const ConnShape& s, int it, float eps) override {
-    MHC_TIMED("connections", inner_.mhc_coeff_forward(c, sv, X, p, s, it, eps));
+    MHC_TIMED("conn_coeff", inner_.mhc_coeff_forward(c, sv, X, p, s, it, eps));
   }
   void mhc_coeff_backward(Tensor dX, const MhcParams& dp, const Coeffs& dc, Tensor X,
                           const MhcParams& p, const MhcSaved& sv, const ConnShape& s, int it) override {
-    MHC_TIMED("connections", inner_.mhc_coeff_backward(dX, dp, dc, X, p, sv, s, it));
+    MHC_TIMED("conn_coeff", inner_.mhc_coeff_backward(dX, dp, dc, X, p, sv, s, it));
   }
   void hc_coeff_forward(const Coeffs& c, const HcSaved& sv, Tensor X, const HcParams& p,
                         const ConnShape& s, float eps) override {
-    MHC_TIMED("connections", inner_.hc_coeff_forward(c, sv, X, p, s, eps));
+    MHC_TIMED("conn_coeff", inner_.hc_coeff_forward(c, sv, X, p, s, eps));
   }
   void hc_coeff_backward(Tensor dX, const HcParams& dp, const Coeffs& dc, Tensor X, const HcParams& p,
                          const HcSaved& sv, const ConnShape& s) override {
-    MHC_TIMED("connections", inner_.hc_coeff_backward(dX, dp, dc, X, p, sv, s));
+    MHC_TIMED("conn_coeff", inner_.hc_coeff_backward(dX, dp, dc, X, p, sv, s));
   }
   void adamw(Tensor p, Tensor g, Tensor m, Tensor v, const AdamWStep& st) override {
     MHC_TIMED("optimizer", inner_.adamw(p, g, m, v, st));
+  }
+  void gemm_ex(bool ta, bool tb, int m, int n, int k, float alpha, Tensor A, int lda, Tensor B,
+               int ldb, float beta, Tensor C, int ldc, Tensor D, int ldd) override {
+    MHC_TIMED("gemm", inner_.gemm_ex(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, D, ldd));
+  }
+  void classifier(Tensor losses, Tensor dx, Tensor dW, Tensor x, Tensor W, Tensor targets,
+                  Tensor scratch, int N, int C, int V, int Vp, int chunk, float dloss) override {
+    MHC_TIMED("classifier", inner_.classifier(losses, dx, dW, x, W, targets, scratch, N, C, V, Vp,
+                                              chunk, dloss));
   }
 #undef MHC_TIMED
 

@@ -236,7 +236,8 @@ TrainResult TrainLoop::run() {
     log_->info("{}", choice.reason);
     if (auto* source = dynamic_cast<ComputeStreamSource*>(backend_.get()))
       comm_.bind_compute_stream(source->compute_stream());
-    model_ = std::make_unique<Model>(*backend_, shape_, layout_, B_);
+    model_ = std::make_unique<Model>(*backend_, shape_, layout_, B_,
+                                     model_options_for_training(cfg_, shape_, B_));
     model_->init_weights(static_cast<uint64_t>(cfg_.run.seed));
     OptimizerSettings os{t.beta1, t.beta2, t.eps, t.weight_decay, t.grad_clip};
     if (!comm_.trivial()) {

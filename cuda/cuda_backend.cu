@@ -21,12 +21,14 @@
 #include <algorithm>
 #include <cstdio>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "comm.h"  // ComputeStreamSource
 #include "activation.cuh"
 #include "adamw.cuh"
 #include "attention.cuh"
+#include "attention_cudnn.cuh"
 #include "common.cuh"
 #include "cross_entropy.cuh"
 #include "cuda_check.h"
@@ -233,6 +235,10 @@ class CudaBackend final : public Backend, public ComputeStreamSource {
   void synchronize() override { CUDA_CHECK(cudaStreamSynchronize(stream_)); }
   int64_t peak_bytes() const override { return peak_bytes_; }
   void* compute_stream() const override { return stream_; }
+  CudaAttentionStatus attention_status() const {
+    if (!cudnn_attention_) return {};
+    return {cudnn_attention_->enabled(), cudnn_attention_->describe()};
+  }
 
   // ---- elementwise --------------------------------------------------------------------
   void zero(Tensor t) override {
@@ -304,9 +310,28 @@ class CudaBackend final : public Backend, public ComputeStreamSource {
     need(A, trans_a ? int64_t(k - 1) * lda + m : int64_t(m - 1) * lda + k, "gemm A");
     need(B, trans_b ? int64_t(n - 1) * ldb + k : int64_t(k - 1) * ldb + n, "gemm B");
     need(C, int64_t(m - 1) * ldc + n, "gemm C");
-    const cuda::GemmContext ctx{lt_, blas_, gemm_workspace_, kGemmWorkspaceBytes};
-    cuda::gemm(ctx, stream_, trans_a, trans_b, m, n, k, alpha, A.data, lda, B.data, ldb,
-               cuda_type(A.dtype), beta, C.data, ldc, cuda_type(C.dtype));
+    cuda::gemm(gemm_context(), stream_, trans_a, trans_b, m, n, k, alpha, A.data, lda, B.data,
+               ldb, cuda_type(A.dtype), beta, C.data, ldc, cuda_type(C.dtype));
+  }
+
+  // cuBLASLt with C ≠ D: the residual add rides in the GEMM's epilogue.
+  void gemm_ex(bool trans_a, bool trans_b, int m, int n, int k, float alpha, Tensor A, int lda,
+               Tensor B, int ldb, float beta, Tensor C, int ldc, Tensor D, int ldd) override {
+    if (A.dtype != B.dtype)
+      throw InternalError(std::string("cuda gemm_ex: A is ") + dtype_name(A.dtype) +
+                          " but B is " + dtype_name(B.dtype));
+    if (beta != 0.f && C.dtype != D.dtype)
+      throw InternalError(std::string("cuda gemm_ex: C is ") + dtype_name(C.dtype) +
+                          " but D is " + dtype_name(D.dtype));
+    if (m <= 0 || n <= 0) return;
+    need(A, trans_a ? int64_t(k - 1) * lda + m : int64_t(m - 1) * lda + k, "gemm_ex A");
+    need(B, trans_b ? int64_t(n - 1) * ldb + k : int64_t(k - 1) * ldb + n, "gemm_ex B");
+    need(D, int64_t(m - 1) * ldd + n, "gemm_ex D");
+    if (beta != 0.f) need(C, int64_t(m - 1) * ldc + n, "gemm_ex C");
+    const Tensor src = beta != 0.f ? C : D;
+    cuda::gemm_ex(gemm_context(), stream_, trans_a, trans_b, m, n, k, alpha, A.data, lda, B.data,
+                  ldb, cuda_type(A.dtype), beta, src.data, beta != 0.f ? ldc : ldd, D.data, ldd,
+                  cuda_type(D.dtype));
   }
 
   // ---- embedding ----------------------------------------------------------------------
@@ -377,6 +402,14 @@ class CudaBackend final : public Backend, public ComputeStreamSource {
     need(lse, int64_t(s.B) * s.n_head * s.T, "attention lse");
     with_act(qkv, [&](auto tag) {
       using T = decltype(tag);
+      // bf16: cuDNN's fused flash attention when it supports the shape; the built-in
+      // kernels otherwise (and always in fp32).
+      if constexpr (std::is_same_v<T, bf16>) {
+        if (cudnn_attention_->forward(typed<T>(out, "attention out"), f32(lse, "lse"),
+                                     typed<T>(qkv, "qkv"), s.B, s.T, s.n_head, s.head_dim,
+                                     stream_, scratch_fn()))
+          return;
+      }
       cuda::attention_forward<T>(typed<T>(out, "attention out"), f32(lse, "lse"),
                                  typed<T>(qkv, "qkv"), s.B, s.T, s.n_head, s.head_dim, stream_);
     });
@@ -392,6 +425,13 @@ class CudaBackend final : public Backend, public ComputeStreamSource {
     need(lse, int64_t(s.B) * s.n_head * s.T, "attention lse");
     with_act(qkv, [&](auto tag) {
       using T = decltype(tag);
+      if constexpr (std::is_same_v<T, bf16>) {
+        if (cudnn_attention_->backward(typed<T>(dqkv, "dqkv"), typed<T>(dout, "attention dout"),
+                                      typed<T>(qkv, "qkv"), typed<T>(out, "attention out"),
+                                      f32(lse, "lse"), s.B, s.T, s.n_head, s.head_dim, stream_,
+                                      scratch_fn()))
+          return;
+      }
       cuda::Workspace ws = workspace(cuda::attention_backward_workspace_bytes(s.B, s.T, s.n_head));
       cuda::attention_backward<T>(typed<T>(dqkv, "dqkv"), typed<T>(dout, "attention dout"),
                                   typed<T>(qkv, "qkv"), typed<T>(out, "attention out"),
@@ -651,6 +691,8 @@ class CudaBackend final : public Backend, public ComputeStreamSource {
  private:
   void destroy() noexcept {
     if (stream_) cudaStreamSynchronize(stream_);
+    cudnn_attention_.reset();
+    gemm_cache_.reset();
     if (scratch_) cudaFree(scratch_);
     if (gemm_workspace_) cudaFree(gemm_workspace_);
     if (blas_) cublasDestroy(blas_);
@@ -696,6 +738,18 @@ class CudaBackend final : public Backend, public ComputeStreamSource {
       scratch_bytes_ = grown;
     }
     return cuda::Workspace(scratch_, scratch_bytes_);
+  }
+
+  cuda::GemmContext gemm_context() {
+    return cuda::GemmContext{lt_, blas_, gemm_workspace_, kGemmWorkspaceBytes, gemm_cache_.get()};
+  }
+
+  // The op scratch as a plain allocator callback (for cuDNN's workspace).
+  cuda::ScratchFn scratch_fn() {
+    return [this](size_t bytes) -> void* {
+      cuda::Workspace ws = workspace(bytes);
+      return ws.take<char>(bytes);
+    };
   }
 
   template <class H>
@@ -763,6 +817,10 @@ class CudaBackend final : public Backend, public ComputeStreamSource {
 
   int device_;
   DType compute_;
+  // cuBLASLt descriptors and algorithms per GEMM shape (see gemm.cuh).
+  std::unique_ptr<cuda::GemmCache> gemm_cache_ = std::make_unique<cuda::GemmCache>();
+  // bf16 fused attention (falls back per shape); released before the stream.
+  std::unique_ptr<cuda::CudnnAttention> cudnn_attention_ = std::make_unique<cuda::CudnnAttention>();
   std::string name_;
   cudaStream_t stream_ = nullptr;
   cublasLtHandle_t lt_ = nullptr;
@@ -838,6 +896,11 @@ CudaProbe probe_cuda(int device) {
     probe.reason = e.what();
   }
   return probe;
+}
+
+CudaAttentionStatus cuda_attention_status(const Backend& be) {
+  const auto* cuda = dynamic_cast<const CudaBackend*>(&be);
+  return cuda ? cuda->attention_status() : CudaAttentionStatus{};
 }
 
 std::unique_ptr<Backend> make_cuda_backend(int device, DType compute) {

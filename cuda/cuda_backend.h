@@ -24,4 +24,13 @@ CudaProbe probe_cuda(int device);
 // always fp32). Throws MhcError when the device is unusable.
 std::unique_ptr<Backend> make_cuda_backend(int device, DType compute);
 
+// The CUDA backend's cuDNN flash attention: whether it is compiled in and enabled
+// (MHC_CUDNN_ATTENTION), and what its last plan build chose or why it fell back to the
+// built-in kernels. {false, ""} when `be` is not a CUDA backend.
+struct CudaAttentionStatus {
+  bool cudnn_enabled = false;
+  std::string last;
+};
+CudaAttentionStatus cuda_attention_status(const Backend& be);
+
 }  // namespace mhc

@@ -3,7 +3,8 @@
 // (lanes over channels, fixed shuffle-tree reductions).
 // Backward, dynamic: per row the pre-activation gradients dz = (dza | dz_A | dzb), the
 // dX update through RMSNorm, and E_r = dz·rstd_r; the weight gradients are then all
-// sums over rows of x_r[c]·E_r[k], i.e. Q = Xᵀ E [C, n+2] (tile_gemm, deterministic):
+// sums over rows of x_r[c]·E_r[k], i.e. Q = Xᵀ E [C, n+2] (tile_gemm_splitk: chunks of rows
+// in parallel, partials added in order, deterministic):
 //   dw_a = norm_w ⊙ Q[:,0], dW_A[:,j] = norm_w ⊙ Q[:,1+j], dw_b = norm_w ⊙ Q[:,n+1],
 //   dnorm_w = Σ_k W_k ⊙ Q[:,k] with W = (w_a | W_A | w_b).
 // Static gradients (da, db, dA) and ds_α, ds_β are deterministic column sums over tokens.
@@ -190,7 +191,8 @@ size_t hc_coeff_backward_workspace_bytes(int N, int n, int C, bool dynamic) {
   if (dynamic)
     bytes += Workspace::bytes_for<float>(R * (n + 2)) + Workspace::bytes_for<float>(R * 2) +
              Workspace::bytes_for<float>(size_t(C) * (n + 2)) +
-             2 * column_sum_workspace_bytes(static_cast<int64_t>(R), 1);
+             2 * column_sum_workspace_bytes(static_cast<int64_t>(R), 1) +
+             tile_gemm_splitk_workspace_bytes(C, n + 2, static_cast<int>(R));
   return bytes;
 }
 
@@ -219,9 +221,9 @@ void hc_coeff_backward(T* dX, const HcCoeffGrads& dp, const float* dpre, const f
   CUDA_CHECK_LAUNCH();
   column_sum_accumulate(dp.s_alpha, S, R, 1, 2, ws, stream);
   column_sum_accumulate(dp.s_beta, S + 1, R, 1, 2, ws, stream);
-  // Q[c, k] = Σ_r X[r, c] · E[r, k]
-  tile_gemm<T, float, float>(C, n + 2, static_cast<int>(R), X, 1, C, E, n + 2, 1, Q, n + 2, false,
-                             nullptr, stream);
+  // Q[c, k] = Σ_r X[r, c] · E[r, k]  (split over rows: a reduction over all tokens)
+  tile_gemm_splitk<T, float, float>(C, n + 2, static_cast<int>(R), X, 1, C, E, n + 2, 1, Q, n + 2,
+                                    false, ws, stream);
   hc_weight_grads_kernel<<<static_cast<unsigned>(ceil_div(C, 128)), 128, 0, stream>>>(dp, Q, p, n,
                                                                                       C);
   CUDA_CHECK_LAUNCH();

@@ -1,6 +1,9 @@
 // Sinkhorn kernels: one thread per matrix; the matrix and its scratch are thread-local
-// arrays sized by the stream-count template K (see with_stream_count); the per-iteration
-// sums needed by the exact backward (2·n·iters floats per matrix) live in global scratch.
+// arrays sized by the stream-count template K (see with_stream_count). The per-iteration
+// sums needed by the exact backward (2·n·iters floats per matrix) live in thread-local
+// memory when n ∈ {1,2,4,8} and iters ≤ kLocalIters (the compiler interleaves local
+// memory across threads, so those accesses coalesce and stay in L1/L2), otherwise in
+// global scratch. The only DRAM traffic is then Z, dH in and H, dZ out.
 #include "sinkhorn.cuh"
 
 #include "mhc_math.h"
@@ -9,6 +12,11 @@ namespace mhc::cuda {
 namespace {
 
 constexpr int kBlock = 128;
+constexpr int kLocalIters = 32;
+
+bool sums_in_global(int n, int iters) {
+  return (n != 1 && n != 2 && n != 4 && n != 8) || iters > kLocalIters;
+}
 
 template <int K>
 __global__ void sinkhorn_forward_kernel(float* H, const float* Z, int count, int n_rt, int iters) {
@@ -30,11 +38,13 @@ __global__ void sinkhorn_backward_kernel(float* dZ, const float* dH, const float
   const int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (p >= count) return;
   float z[kCap * kCap], dh[kCap * kCap], dz[kCap * kCap], m[kCap * kCap], g[kCap * kCap];
+  float local_sums[K > 0 ? 2 * K * kLocalIters : 1];
+  float* rc = K > 0 && iters <= kLocalIters ? local_sums : sums + p * 2 * n * iters;
   for (int i = 0; i < nn; ++i) {
     z[i] = Z[p * nn + i];
     dh[i] = dH[p * nn + i];
   }
-  math::sinkhorn_backward(z, dh, n, iters, dz, m, g, sums + p * 2 * n * iters);
+  math::sinkhorn_backward(z, dh, n, iters, dz, m, g, rc);
   for (int i = 0; i < nn; ++i) dZ[p * nn + i] = dz[i];
 }
 
@@ -50,13 +60,16 @@ void sinkhorn_forward(float* H, const float* Z, int count, int n, int iters, cud
 }
 
 size_t sinkhorn_backward_workspace_bytes(int count, int n, int iters) {
+  if (!sums_in_global(n, iters)) return Workspace::bytes_for<float>(1);
   return Workspace::bytes_for<float>(size_t(count) * 2 * n * (iters > 0 ? iters : 1));
 }
 
 void sinkhorn_backward(float* dZ, const float* dH, const float* Z, int count, int n, int iters,
                        Workspace& ws, cudaStream_t stream) {
   if (count <= 0) return;
-  float* sums = ws.take<float>(size_t(count) * 2 * n * (iters > 0 ? iters : 1));
+  float* sums = ws.take<float>(sums_in_global(n, iters)
+                                   ? size_t(count) * 2 * n * (iters > 0 ? iters : 1)
+                                   : size_t(1));
   const unsigned grid = static_cast<unsigned>(ceil_div(count, kBlock));
   with_stream_count(n, [&](auto k) {
     sinkhorn_backward_kernel<decltype(k)::value><<<grid, kBlock, 0, stream>>>(dZ, dH, Z, sums,

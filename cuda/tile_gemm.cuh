@@ -23,4 +23,15 @@ void tile_gemm(int M, int N, int K, const TA* A, int64_t a_rs, int64_t a_cs, con
                int64_t b_rs, int64_t b_cs, TC* C, int64_t ldc, bool accumulate,
                float* row_sumsq, cudaStream_t stream);
 
+// The same product for long reductions (K ≫ M·N, e.g. weight gradients summed over all
+// tokens): the k range is split into chunks that run as separate blocks, each writing an
+// fp32 partial [M, N] into the workspace, then the partials are added in chunk order —
+// deterministic, with enough blocks to fill the GPU. Instantiated for (TA, TB, TC) =
+// (float, float, float) and (bf16, float, float).
+size_t tile_gemm_splitk_workspace_bytes(int M, int N, int K);
+template <class TA, class TB, class TC>
+void tile_gemm_splitk(int M, int N, int K, const TA* A, int64_t a_rs, int64_t a_cs, const TB* B,
+                      int64_t b_rs, int64_t b_cs, TC* C, int64_t ldc, bool accumulate,
+                      Workspace& ws, cudaStream_t stream);
+
 }  // namespace mhc::cuda

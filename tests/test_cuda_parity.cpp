@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <limits>
@@ -250,6 +251,46 @@ void add_gemm_cases(std::vector<OpCase>& cases) {
                    }});
 }
 
+// gemm_ex: D = alpha op(A) op(B) + beta C with C ≠ D (cuBLASLt's C ≠ D epilogue on CUDA,
+// copy + gemm on the CPU), as the baseline's fused residual add uses it.
+void add_gemm_ex_cases(std::vector<OpCase>& cases) {
+  const int N = 70, in = 48, outw = 40;
+  for (int variant = 0; variant < 3; ++variant) {
+    // 0: residual add (beta 1, same ld); 1: beta 0.5 with ldc ≠ ldd; 2: beta 0 (C unread)
+    const float beta = variant == 0 ? 1.f : (variant == 1 ? 0.5f : 0.f);
+    const int ldc = variant == 1 ? outw + 5 : outw, ldd = outw;
+    const std::string name = std::string("gemm_ex_") +
+                             (variant == 0 ? "residual" : (variant == 1 ? "ld" : "beta0"));
+    cases.push_back({name,
+                     {act("x", int64_t(N) * in), act("W", int64_t(outw) * in),
+                      act("C", int64_t(N) * ldc), out(act("D", int64_t(N) * ldd))},
+                     [=](Backend& be, const Tensors& t) {
+                       be.gemm_ex(false, true, N, outw, in, 1.f, t[0], in, t[1], in, beta, t[2],
+                                  ldc, t[3], ldd);
+                       return kNoScalar;
+                     }});
+  }
+}
+
+// The chunked classifier (Backend::classifier): losses, dx and dW against the CPU, with
+// chunks that do and do not divide N, and without a gradient.
+void add_classifier_cases(std::vector<OpCase>& cases) {
+  const int N = 37, C = 24, V = 100, Vp = 128;
+  for (int chunk : {10, 37})
+    for (float dloss : {0.f, 0.25f}) {
+      cases.push_back({"classifier_chunk" + std::to_string(chunk) + (dloss != 0.f ? "_grad" : ""),
+                       {out(master("losses", N)), out(act("dx", int64_t(N) * C)),
+                        out(master("dW", int64_t(Vp) * C)), act("x", int64_t(N) * C),
+                        act("W", int64_t(Vp) * C, 0.5), ids("targets", N, V),
+                        act("scratch", int64_t(chunk) * Vp)},
+                       [=](Backend& be, const Tensors& t) {
+                         be.classifier(t[0], t[1], t[2], t[3], t[4], t[5], t[6], N, C, V, Vp,
+                                       chunk, dloss);
+                         return kNoScalar;
+                       }});
+    }
+}
+
 void add_embedding_cases(std::vector<OpCase>& cases) {
   const int N = 300, C = 40, V = 13;  // few ids: long runs of repeated tokens
   cases.push_back({"embedding_forward",
@@ -307,6 +348,11 @@ void add_attention_cases(std::vector<OpCase>& cases) {
       {1, 33, 1, 256},  // largest head size
       {2, 5, 2, 4},    // the tiny model's shape
       {1, 2048, 1, 64},  // long sequence
+      // cuDNN flash attention shapes (bf16 runs them through cuDNN when it supports them):
+      {2, 256, 12, 64},  // GPT-2-small heads
+      {1, 1024, 2, 64},  // GPT-2-small sequence length
+      {2, 96, 2, 128},   // head size 128
+      {1, 77, 3, 32},    // sequence not a multiple of 64
   };
   for (const AttentionShape& s : shapes) {
     const int64_t NC = int64_t(s.B) * s.T * s.C();
@@ -344,23 +390,33 @@ void add_activation_cases(std::vector<OpCase>& cases) {
 }
 
 void add_cross_entropy_cases(std::vector<OpCase>& cases) {
-  const int N = 19, V = 1000, Vp = 1024;
-  for (float dloss : {0.f, 0.37f})
-    cases.push_back({std::string("cross_entropy") + (dloss != 0.f ? "_with_grad" : "_loss_only"),
-                     {out(master("losses", N)), out(act("logits", int64_t(N) * Vp, 3.0)),
-                      ids("targets", N, V)},
-                     [=](Backend& be, const Tensors& t) {
-                       be.cross_entropy(t[0], t[1], t[2], N, V, Vp, dloss);
-                       return kNoScalar;
-                     }});
+  // Vp = 1024: 16-byte vector path; Vp = 1003: scalar path.
+  for (auto [V, Vp] : {std::pair<int, int>{1000, 1024}, std::pair<int, int>{1001, 1003}}) {
+    const int N = 19;
+    const std::string sfx = Vp % 8 == 0 ? "" : "_unaligned";
+    for (float dloss : {0.f, 0.37f})
+      cases.push_back({std::string("cross_entropy") + (dloss != 0.f ? "_with_grad" : "_loss_only") +
+                           sfx,
+                       {out(master("losses", N)), out(act("logits", int64_t(N) * Vp, 3.0)),
+                        ids("targets", N, V)},
+                       [=](Backend& be, const Tensors& t) {
+                         be.cross_entropy(t[0], t[1], t[2], N, V, Vp, dloss);
+                         return kNoScalar;
+                       }});
+  }
 }
 
 void add_stream_cases(std::vector<OpCase>& cases) {
-  const int N = 23, C = 40;
-  for (int n : {1, 3, 4}) {
+  // C = 40: 16-byte vector path; C = 37: scalar path; C = 2112: rows longer than a block
+  // (forward kernels split them over grid.y, reducing kernels loop).
+  struct Shape { int N, n, C; };
+  const Shape shapes[] = {{23, 1, 40}, {23, 3, 40}, {23, 4, 40}, {23, 4, 37},
+                          {9, 4, 2112}, {9, 2, 2112}, {11, 8, 40}};
+  for (const Shape& sh : shapes) {
+    const int N = sh.N, n = sh.n, C = sh.C;
     const ConnShape s{N, n, C};
     const int64_t NnC = int64_t(N) * n * C, NC = int64_t(N) * C;
-    const std::string sfx = "_n" + std::to_string(n);
+    const std::string sfx = "_n" + std::to_string(n) + (C == 40 ? "" : "_C" + std::to_string(C));
     cases.push_back({"stream_expand" + sfx, {out(act("X", NnC)), act("x", NC)},
                      [=](Backend& be, const Tensors& t) {
                        be.stream_expand(t[0], t[1], N, n, C);
@@ -408,17 +464,42 @@ void add_sinkhorn_cases(std::vector<OpCase>& cases) {
                          return kNoScalar;
                        }});
     }
+  // More iterations than the kernels keep in thread-local memory (sums in global scratch),
+  // and a count of several blocks.
+  for (auto [n, its, cnt] : {std::tuple<int, int, int>{4, 40, 50}, std::tuple<int, int, int>{4, 20, 1000}}) {
+    const int64_t nn = int64_t(cnt) * n * n;
+    cases.push_back({"sinkhorn_n" + std::to_string(n) + "_iters" + std::to_string(its) + "_count" +
+                         std::to_string(cnt),
+                     {master("Z", nn, 2.0), out(master("H", nn)), master("dH", nn),
+                      out(master("dZ", nn))},
+                     [=](Backend& be, const Tensors& t) {
+                       be.sinkhorn_forward(t[1], t[0], cnt, n, its);
+                       be.sinkhorn_backward(t[3], t[2], t[0], cnt, n, its);
+                       return kNoScalar;
+                     }});
+  }
 }
 
 void add_mhc_coeff_cases(std::vector<OpCase>& cases) {
-  const int N = 37, C = 24, iters = 20;
-  for (int n : {1, 2, 3, 4}) {
+  // (N, n, C): small shapes; N = 1100 (three dφ split-K chunks, a partial last token tile)
+  // with nC = 800 (a partial column tile); nC = 100 (bf16 generic path, fp32 fast path);
+  // n = 5 (D = 35: generic path); iters 40 (Sinkhorn sums in global scratch).
+  struct Shape { int N, n, C, iters; };
+  const Shape shapes[] = {{37, 1, 24, 20},  {37, 2, 24, 20}, {37, 3, 24, 20}, {37, 4, 24, 20},
+                          {1100, 4, 200, 20}, {70, 4, 25, 20}, {45, 5, 16, 20}, {37, 4, 24, 40}};
+  for (const Shape& sh : shapes) {
+    const int N = sh.N, n = sh.n, C = sh.C, iters = sh.iters;
     const ConnShape s{N, n, C};
     const int D = s.D();
     const int64_t NnC = int64_t(N) * n * C, ND = int64_t(N) * D;
     const int64_t Nn = int64_t(N) * n, Nnn = int64_t(N) * n * n, nCD = int64_t(n) * C * D;
+    const std::string name = "mhc_coeff_n" + std::to_string(n) +
+                             (N == 37 && C == 24 && iters == 20
+                                  ? ""
+                                  : "_N" + std::to_string(N) + "_C" + std::to_string(C) + "_it" +
+                                        std::to_string(iters));
     cases.push_back(
-        {"mhc_coeff_n" + std::to_string(n),
+        {name,
          {act("X", NnC), master("phi", nCD, 0.1), master("alpha", 3, 0.2, 1.0),
           master("bias", D), out(master("pre", Nn)), out(master("post", Nn)),
           out(master("res", Nnn)), out(master("m", ND)), out(master("rms", N)),
@@ -488,6 +569,8 @@ std::vector<OpCase> op_cases() {
   std::vector<OpCase> cases;
   add_elementwise_cases(cases);
   add_gemm_cases(cases);
+  add_gemm_ex_cases(cases);
+  add_classifier_cases(cases);
   add_embedding_cases(cases);
   add_rmsnorm_cases(cases);
   add_rope_cases(cases);
@@ -631,6 +714,94 @@ TEST_P(CudaModelParity, ForwardBackwardMatchesCpuFloat) {
 std::string model_case_name(const ::testing::TestParamInfo<ModelCase>& info) {
   return info.param.mode + "_n" + std::to_string(info.param.n) +
          (info.param.dynamic ? "_dynamic" : "") + "_" + info.param.mlp;
+}
+
+// bf16 training path: cuDNN attention (head size 32), the stream and coefficient
+// kernels' vector paths, recompute and the chunked classifier, one forward+backward
+// against the CPU in fp32. bf16 rounding of every activation bounds the agreement: the
+// loss to 2e-2 relative, each gradient tensor to 0.1 of its scale (a layout or indexing
+// bug gives O(1) errors).
+TEST(CudaModelParityBf16, ForwardBackwardWithRecomputeAndChunkedClassifier) {
+  const std::string reason = cuda_skip_reason();
+  if (!reason.empty()) GTEST_SKIP() << reason;
+  for (const std::string mode : {"baseline", "mhc"}) {
+    Config cfg = testing::tiny_config(mode, mode == "mhc" ? 4 : 1);
+    cfg.model.d_model = 64;
+    cfg.model.n_head = 2;
+    cfg.model.seq_len = 64;
+    cfg.model.mlp_hidden = 128;
+    cfg.model.n_layer = 3;
+    const ModelShape shape = model_shape_from_config(cfg);
+    const ParamLayout layout = ParamLayout::build(shape, cfg);
+    const int B = 2, T = shape.T;
+    ModelOptions options;
+    options.recompute = true;
+    options.classifier_chunk = 48;
+    CpuBackend<float> cpu;
+    std::unique_ptr<Backend> gpu = make_gpu_backend(DType::BF16);
+    Model cpu_model(cpu, shape, layout, B, options);
+    Model gpu_model(*gpu, shape, layout, B, options);
+    cpu_model.init_weights(11);
+    std::vector<double> w = cpu_model.get_params();
+    const std::vector<double> noise = testing::random_vector(w.size(), 5, 0.05);
+    for (size_t i = 0; i < w.size(); ++i) w[i] += noise[i];
+    cpu_model.set_params(w);
+    gpu_model.set_params(w);
+    const auto inputs = testing::random_tokens(B * T, shape.V, 8);
+    const auto targets = testing::random_tokens(B * T, shape.V, 9);
+    double losses[2];
+    std::vector<double> grads[2];
+    Model* models[2] = {&cpu_model, &gpu_model};
+    for (int i = 0; i < 2; ++i) {
+      models[i]->zero_grads();
+      losses[i] = models[i]->forward(inputs.data(), targets.data(), B, T, 1.0f);
+      models[i]->backward();
+      grads[i] = models[i]->get_grads();
+    }
+#ifdef MHC_WITH_CUDA
+    const CudaAttentionStatus status = cuda_attention_status(*gpu);
+    std::printf("[ attention ] %s: %s\n", mode.c_str(), status.last.c_str());
+#endif
+    EXPECT_NEAR(losses[1], losses[0], 2e-2 * std::fabs(losses[0])) << mode;
+    double global = 0;
+    for (double g : grads[0]) global = std::max(global, std::fabs(g));
+    for (const auto& p : layout.params) {
+      double scale = 1e-2 * global, err = 0;
+      for (int64_t i = 0; i < p.numel; ++i) {
+        scale = std::max(scale, std::fabs(grads[0][p.offset + i]));
+        err = std::max(err, std::fabs(grads[1][p.offset + i] - grads[0][p.offset + i]));
+      }
+      EXPECT_LE(err / scale, 0.1) << mode << " " << p.name;
+    }
+  }
+}
+
+// With cuDNN compiled in and enabled, the GPT-2-small attention shape must run through
+// cuDNN (not silently fall back), forward and backward.
+TEST(CudnnAttention, Gpt2ShapeRunsThroughCudnn) {
+  const std::string reason = cuda_skip_reason();
+  if (!reason.empty()) GTEST_SKIP() << reason;
+#ifdef MHC_WITH_CUDA
+  std::unique_ptr<Backend> gpu = make_gpu_backend(DType::BF16);
+  if (!cuda_attention_status(*gpu).cudnn_enabled)
+    GTEST_SKIP() << "cuDNN attention not compiled in or MHC_CUDNN_ATTENTION=off";
+  const AttentionShape s{4, 1024, 12, 64};
+  const int64_t NC = int64_t(s.B) * s.T * s.C();
+  Tensor qkv = gpu->alloc(3 * NC, DType::BF16), out = gpu->alloc(NC, DType::BF16);
+  Tensor lse = gpu->alloc(int64_t(s.B) * s.n_head * s.T, DType::F32);
+  Tensor dout = gpu->alloc(NC, DType::BF16), dqkv = gpu->alloc(3 * NC, DType::BF16);
+  gpu->fill(qkv, 0.01);
+  gpu->fill(dout, 0.01);
+  gpu->attention_forward(out, lse, qkv, s);
+  const std::string fwd = cuda_attention_status(*gpu).last;
+  gpu->attention_backward(dqkv, dout, qkv, out, lse, s);
+  gpu->synchronize();
+  const std::string bwd = cuda_attention_status(*gpu).last;
+  std::printf("[ attention ] %s\n[ attention ] %s\n", fwd.c_str(), bwd.c_str());
+  EXPECT_EQ(fwd.rfind("cuDNN flash attention forward", 0), 0u) << fwd;
+  EXPECT_EQ(bwd.rfind("cuDNN flash attention backward", 0), 0u) << bwd;
+  for (Tensor t : {qkv, out, lse, dout, dqkv}) gpu->release(t);
+#endif
 }
 
 INSTANTIATE_TEST_SUITE_P(

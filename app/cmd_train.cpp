@@ -94,6 +94,7 @@ void add_train_command(CLI::App& app, const AppContext& ctx) {
     }
     // Joins the data-parallel job (a no-op for one process); bootstrap failures are
     // errors on every rank that arrived, after dist.timeout_s at most.
+    if (ctx.install_stop_signals) ctx.install_stop_signals();
     CommChoice dist = make_communicator(cfg);
     Communicator& comm = *dist.comm;
     TrainOptions opts;

@@ -17,13 +17,19 @@ void on_stop_signal(int) { g_stop_requested.store(true); }
 
 }  // namespace
 
-int main(int argc, char** argv) {
+void install_stop_signals() {
   std::signal(SIGTERM, on_stop_signal);
   std::signal(SIGUSR1, on_stop_signal);
+}
+
+int main(int argc, char** argv) {
   CLI::App app{"mhc: pretrain small transformers with baseline, HC or mHC residual connections"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("mhc ") + MHC_VERSION);
-  mhc::app::AppContext ctx{mhc::app::join_command_line(argc, argv), &g_stop_requested};
+  // Only training turns SIGTERM/SIGUSR1 into a graceful stop; other commands keep the
+  // default (terminate).
+  mhc::app::AppContext ctx{mhc::app::join_command_line(argc, argv), &g_stop_requested,
+                           install_stop_signals};
   mhc::app::add_train_command(app, ctx);
   mhc::app::add_prepare_command(app);
   mhc::app::add_eval_command(app);

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "kernels.h"
+#include "parallel.h"
 
 namespace mhc::cpu {
 
@@ -15,7 +16,7 @@ void adamw(T* p, const T* g, T* m, T* v, int64_t count, double lr, double beta1,
   const T c2 = static_cast<T>(1.0 / (1.0 - std::pow(beta2, static_cast<double>(step))));
   const T decay = static_cast<T>(1.0 - lr * weight_decay);
   const T lr_t = static_cast<T>(lr), eps_t = static_cast<T>(eps), gs = static_cast<T>(grad_scale);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (count > kMinParallelWork)
   for (int64_t i = 0; i < count; ++i) {
     const T gi = g[i] * gs;
     m[i] = b1 * m[i] + (T(1) - b1) * gi;

@@ -124,7 +124,7 @@ void CpuBackend<T>::add(Tensor out, Tensor a, Tensor b) {
   MHC_CHECK(out.numel == a.numel && a.numel == b.numel);
   T *o = p<T>(out);
   const T *x = p<T>(a), *y = p<T>(b);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (out.numel > cpu::kMinParallelWork)
   for (int64_t i = 0; i < out.numel; ++i) o[i] = x[i] + y[i];
 }
 
@@ -132,7 +132,7 @@ template <class T>
 void CpuBackend<T>::scale(Tensor t, double s) {
   T* d = p<T>(t);
   const T st = static_cast<T>(s);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (t.numel > cpu::kMinParallelWork)
   for (int64_t i = 0; i < t.numel; ++i) d[i] *= st;
 }
 

@@ -9,12 +9,19 @@
 
 namespace mhc::cpu {
 
+// Below this much work (elements touched) a loop runs on one thread: a parallel region
+// costs a barrier, and on a shared or oversubscribed machine a barrier waits for the
+// slowest, possibly descheduled, thread.
+constexpr int64_t kMinParallelWork = 1 << 15;
+
 // body(begin, end, partial) runs over contiguous chunks of [0, count), one per thread,
 // each with its own zeroed `width`-sized partial; partials are then added to `out` in
 // thread order.
 template <class T, class F>
 void parallel_reduce(int64_t count, int64_t width, T* out, F body) {
-  const int threads = omp_get_max_threads();
+  // The thread count depends only on the sizes, so results stay deterministic.
+  const bool small = count * std::max<int64_t>(width, 16) < kMinParallelWork;
+  const int threads = small ? 1 : omp_get_max_threads();
   std::vector<T> partial(static_cast<size_t>(threads) * width, T(0));
 #pragma omp parallel num_threads(threads)
   {

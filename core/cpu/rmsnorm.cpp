@@ -9,7 +9,7 @@ namespace mhc::cpu {
 
 template <class T>
 void rmsnorm_forward(T* out, T* rstd, const T* x, const T* w, int rows, int C, T eps) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (static_cast<int64_t>(rows) * C > kMinParallelWork)
   for (int r = 0; r < rows; ++r) {
     const T* xr = x + static_cast<int64_t>(r) * C;
     T* yr = out + static_cast<int64_t>(r) * C;

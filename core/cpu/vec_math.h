@@ -10,7 +10,8 @@
 namespace mhc::cpu {
 
 inline float vexp(float x) {
-  const float clamped = std::fmin(std::fmax(x, -87.0f), 88.0f);
+  // Comparisons, not std::fmin/fmax: those become per-element library calls.
+  const float clamped = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
   const float k = std::floor(clamped * 1.44269504088896341f + 0.5f);
   const float r = clamped - k * 0.693359375f + k * 2.12194440e-4f;
   float p = 1.9875691500e-4f;

@@ -12,23 +12,13 @@
 set -uo pipefail
 mhc=$1
 case_name=$2
-work=$3
 here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/../.." && pwd)
+# shellcheck source=../test_lib.sh
+source "$here/../test_lib.sh"
+start_test_dir "$3"
 ablate="$repo/scripts/ablate"
-rm -rf "$work" && mkdir -p "$work"
-cd "$work" || exit 1
 
-failures=0
-check() {  # check DESCRIPTION COMMAND...: the command must succeed
-  local what=$1
-  shift
-  if "$@"; then echo "ok: $what"; else echo "FAIL: $what"; failures=$((failures + 1)); fi
-}
-
-# A small real corpus: the project's own sources (byte-level shards).
-"$mhc" prepare --input "$repo/core" --input "$repo/app" --output "$work/corpus" --val-fraction 0.1 \
-  >/dev/null || { echo "FAIL: prepare"; exit 1; }
+make_corpus
 data=(--set "data.train=$work/corpus/*_train_*.bin" --set "data.val=$work/corpus/*_val_*.bin")
 
 case_sweep() {
@@ -197,8 +187,4 @@ case "$case_name" in
   reject) case_reject ;;
   *) echo "unknown case $case_name"; exit 2 ;;
 esac
-if [ "$failures" -ne 0 ]; then
-  echo "$failures check(s) failed"
-  exit 1
-fi
-echo "all checks passed"
+finish

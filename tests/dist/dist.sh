@@ -19,18 +19,10 @@ set -uo pipefail
 mhc=$1
 probe=$2
 case_name=$3
-work=$4
 here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/../.." && pwd)
-rm -rf "$work" && mkdir -p "$work"
-cd "$work" || exit 1
-
-failures=0
-check() {  # check DESCRIPTION COMMAND...: the command must succeed
-  local what=$1
-  shift
-  if "$@"; then echo "ok: $what"; else echo "FAIL: $what"; failures=$((failures + 1)); fi
-}
+# shellcheck source=../test_lib.sh
+source "$here/../test_lib.sh"
+start_test_dir "$4"
 
 need_mpirun() {
   if ! command -v mpirun >/dev/null 2>&1; then
@@ -42,11 +34,6 @@ need_mpirun() {
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
   export OMPI_MCA_btl_vader_single_copy_mechanism=none
   MPIRUN=(mpirun --allow-run-as-root --oversubscribe --bind-to none -np 2)
-}
-
-make_corpus() {
-  "$mhc" prepare --input "$repo/core" --input "$repo/app" --output "$work/corpus" \
-    --val-fraction 0.1 >/dev/null || { echo "FAIL: prepare"; exit 1; }
 }
 
 # Common settings: the tiny e2e model, one thread per rank, a fixed global batch of 8.
@@ -330,8 +317,4 @@ case "$case_name" in
   tcp_timeout) case_tcp_timeout ;;
   *) echo "unknown case $case_name"; exit 2 ;;
 esac
-if [ "$failures" -ne 0 ]; then
-  echo "$failures check(s) failed"
-  exit 1
-fi
-echo "all checks passed"
+finish

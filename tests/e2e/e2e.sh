@@ -6,24 +6,10 @@
 set -uo pipefail
 mhc=$1
 case_name=$2
-work=$3
 here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/../.." && pwd)
-rm -rf "$work" && mkdir -p "$work"
-cd "$work" || exit 1
-
-failures=0
-check() {  # check DESCRIPTION COMMAND...: the command must succeed
-  local what=$1
-  shift
-  if "$@"; then echo "ok: $what"; else echo "FAIL: $what"; failures=$((failures + 1)); fi
-}
-
-# A small real corpus: the project's own sources (a few hundred KB of text).
-make_corpus() {
-  "$mhc" prepare --input "$repo/core" --input "$repo/app" --output "$work/corpus" \
-    --val-fraction 0.1 >/dev/null || { echo "FAIL: prepare"; exit 1; }
-}
+# shellcheck source=../test_lib.sh
+source "$here/../test_lib.sh"
+start_test_dir "$3"
 
 train_tiny() {  # train_tiny RUN_DIR [args...]
   local run=$1
@@ -183,8 +169,4 @@ case "$case_name" in
   errors) case_errors ;;
   *) echo "unknown case $case_name"; exit 2 ;;
 esac
-if [ "$failures" -ne 0 ]; then
-  echo "$failures check(s) failed"
-  exit 1
-fi
-echo "all checks passed"
+finish

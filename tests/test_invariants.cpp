@@ -97,10 +97,7 @@ TEST(InitInvariant, HcAndMhcReproduceBaselineLossUpToNormEpsilon) {
         Built<double> m(cfg);
         const auto [loss, logits] = loss_and_logits(m, batch);
         EXPECT_LE(std::fabs(loss - base_loss), 1e-9 * base_loss);
-        double err = 0;
-        for (size_t i = 0; i < logits.size(); ++i)
-          err = std::max(err, std::fabs(logits[i] - base_logits[i]));
-        EXPECT_LE(err, 1e-9 * logit_scale);
+        EXPECT_LE(testing::max_abs_diff(logits, base_logits), 1e-9 * logit_scale);
       }
   }
 }

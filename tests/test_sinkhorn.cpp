@@ -235,9 +235,7 @@ TEST(Sinkhorn, InvariantToColumnShiftsAtEveryT) {
           for (int e = 0; e < nn; ++e) shifted[p * nn + e] += 1.25;  // and a global shift
         }
         const std::vector<double> H = sk_forward(bd, Z, n, T), Hs = sk_forward(bd, shifted, n, T);
-        double err = 0;
-        for (size_t e = 0; e < H.size(); ++e) err = std::max(err, std::fabs(H[e] - Hs[e]));
-        EXPECT_LE(err, 1e-12);
+        EXPECT_LE(testing::max_abs_diff(H, Hs), 1e-12);
       }
 }
 
@@ -250,9 +248,7 @@ TEST(Sinkhorn, InvariantToRowShiftsOnlyWhenConverged) {
     for (int j = 0; j < n; ++j) shifted[p * nn + (p % n) * n + j] += 2.0;
   auto diff = [&](int T) {
     const std::vector<double> H = sk_forward(bd, Z, n, T), Hs = sk_forward(bd, shifted, n, T);
-    double err = 0;
-    for (size_t e = 0; e < H.size(); ++e) err = std::max(err, std::fabs(H[e] - Hs[e]));
-    return err;
+    return testing::max_abs_diff(H, Hs);
   };
   EXPECT_LE(diff(300), 1e-10);  // converged: the doubly-stochastic limit ignores row shifts
   EXPECT_GE(diff(1), 1e-3);     // one iteration: not invariant (so row sums of ∂Z ≠ 0 there)
@@ -331,9 +327,7 @@ TEST(Sinkhorn, FloatMatchesDoubleForNarrowLogits) {
     for (auto& z : Z) z = static_cast<float>(z);  // identical inputs for both
     const std::vector<double> G = random_vector(count * n * n, 2300 + n);
     const std::vector<double> Hd = sk_forward(bd, Z, n, kTmax), Hf = sk_forward(bf, Z, n, kTmax);
-    double err = 0;
-    for (size_t e = 0; e < Hd.size(); ++e) err = std::max(err, std::fabs(Hd[e] - Hf[e]));
-    EXPECT_LE(err, 1e-5);
+    EXPECT_LE(testing::max_abs_diff(Hd, Hf), 1e-5);
     const std::vector<double> dd = sk_backward(bd, Z, G, n, kTmax),
                               df = sk_backward(bf, Z, G, n, kTmax);
     EXPECT_LE(testing::max_rel_error(df, dd), 1e-5);

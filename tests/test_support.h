@@ -47,14 +47,20 @@ inline std::vector<int32_t> random_tokens(size_t count, int vocab, uint64_t seed
   return v;
 }
 
+// Max over entries of |a − b|.
+inline double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b) {
+  double err = 0;
+  for (size_t i = 0; i < a.size(); ++i) err = std::max(err, std::fabs(a[i] - b[i]));
+  return err;
+}
+
 // Max over entries of |a − b| / max(|b|_inf, floor): the error relative to the
 // gradient's scale (entries near zero do not blow it up).
 inline double max_rel_error(const std::vector<double>& a, const std::vector<double>& b,
                             double floor = 1e-12) {
-  double scale = floor, err = 0;
+  double scale = floor;
   for (double v : b) scale = std::max(scale, std::fabs(v));
-  for (size_t i = 0; i < a.size(); ++i) err = std::max(err, std::fabs(a[i] - b[i]));
-  return err / scale;
+  return max_abs_diff(a, b) / scale;
 }
 
 // Five-point central difference of f at x along coordinate i (error O(h⁴), so small

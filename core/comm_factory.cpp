@@ -83,7 +83,8 @@ CommChoice make_communicator(const Config& cfg, const dist::RankEnv& env) {
            "rebuild)", want == "auto" ? "=auto with GPUs" : "=nccl");
     std::string how;
     std::unique_ptr<Communicator> host = bootstrap_comm(env, cfg.dist.timeout_s, &how);
-    out.comm = make_nccl_comm(std::move(host), cuda_device_for_local_rank(env.local_rank));
+    out.comm = make_nccl_comm(std::move(host), cuda_device_for_local_rank(env.local_rank),
+                              cfg.dist.timeout_s, cfg.dist.collective_timeout_s);
     out.reason = fmt::format("dist.backend={}: {} ranks on GPUs -> {} (bootstrap: {})", want, world,
                              out.comm->name(), how);
     return out;

@@ -80,6 +80,7 @@ struct Config {
     int64_t zero;
     std::string reduce_dtype;
     double timeout_s;
+    double collective_timeout_s;
   } dist;
 };
 

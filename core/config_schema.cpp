@@ -240,6 +240,8 @@ std::vector<Field> build_schema() {
   MHC_INT(dist.zero, 0, "1 = shard optimizer state (ZeRO-1)");
   MHC_CHOICE(dist.reduce_dtype, "fp32", "gradient all-reduce precision", "fp32", "bf16");
   MHC_FLOAT(dist.timeout_s, 300.0, "seconds to wait for peers at bootstrap");
+  MHC_FLOAT(dist.collective_timeout_s, 900.0,
+            "seconds a GPU collective may take before the job is ended (a peer died)");
   return f;
 }
 

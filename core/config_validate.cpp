@@ -91,6 +91,8 @@ void validate_config(const Config& cfg) {
   if (cfg.dist.zero != 0 && cfg.dist.zero != 1)
     fail("config: dist.zero must be 0 or 1, got {}", cfg.dist.zero);
   if (!(cfg.dist.timeout_s > 0)) fail("config: dist.timeout_s must be positive");
+  if (!(cfg.dist.collective_timeout_s > 0))
+    fail("config: dist.collective_timeout_s must be positive");
 }
 
 ModelShape model_shape_from_config(const Config& cfg) {

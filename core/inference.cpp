@@ -29,6 +29,8 @@ LoadedModel load_trained_model(const std::string& path, const std::string& devic
 
 namespace {
 
+constexpr int kLengthBucket = 64;
+
 int sample_token(std::vector<double> logits, int V, const GenerateOptions& o, SequentialRng& rng) {
   logits.resize(static_cast<size_t>(V));
   if (o.temperature <= 0)
@@ -61,10 +63,17 @@ std::string generate(Model& model, const Tokenizer& tok, const std::string& prom
   SequentialRng rng(o.seed);
   std::vector<int32_t> generated;
   std::vector<double> row(static_cast<size_t>(s.Vp));
+  std::vector<int32_t> window;
   for (int i = 0; i < o.max_new_tokens; ++i) {
     const int len = std::min<int>(static_cast<int>(ctx.size()), s.T);
-    const int32_t* window = ctx.data() + ctx.size() - len;
-    model.forward(window, nullptr, 1, len, 0.0f);
+    // The forward runs on the context padded to a multiple of 64 tokens: attention is
+    // causal and everything else is per token, so the padding cannot change position
+    // len − 1, and the GPU sees a handful of sequence lengths (one cuDNN plan each)
+    // instead of a new one per generated token.
+    const int padded = std::min(s.T, (len + kLengthBucket - 1) / kLengthBucket * kLengthBucket);
+    window.assign(ctx.end() - len, ctx.end());
+    window.resize(static_cast<size_t>(padded), 0);
+    model.forward(window.data(), nullptr, 1, padded, 0.0f);
     model.backend().download(model.logits().slice(static_cast<int64_t>(len - 1) * s.Vp, s.Vp),
                              row.data());
     const int next = sample_token(row, s.V, o, rng);

@@ -287,12 +287,16 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// Shapes a valid config can still reach but these kernels do not support: a clear error
+// naming the config keys, not an internal one (the CPU backend has no such limits).
 void check_shape(int B, int T_, int n_head, int hd) {
   if (hd < 1 || hd > kAttentionMaxHeadDim)
-    throw InternalError("cuda attention: head_dim " + std::to_string(hd) + " outside 1.." +
-                        std::to_string(kAttentionMaxHeadDim));
+    throw MhcError("the CUDA attention kernels support head sizes up to " +
+                   std::to_string(kAttentionMaxHeadDim) + ", but model.d_model / model.n_head = " +
+                   std::to_string(hd) + ": use more heads or train.device=cpu");
   if (int64_t(B) * n_head > 65535)
-    throw InternalError("cuda attention: B·n_head exceeds the grid limit 65535");
+    throw MhcError("the CUDA attention kernels support micro_batch × n_head up to 65535, not " +
+                   std::to_string(int64_t(B) * n_head) + ": lower train.micro_batch");
   (void)T_;
 }
 

@@ -8,13 +8,16 @@
 //   O, dO              dims [B,H,T,hd]  strides [T·C, hd, C, 1]
 //   lse (Stats)        dims [B,H,T,1]   strides [H·T, T, 1, 1]     (fp32)
 //   scores (virtual)   dims [B,H,T,T]   strides [H·T·T, T·T, T, 1]
-//   scale, one, lowest pass-by-value fp32 scalars [1,1,1,1]
+//   scale, one, lowest pass-by-value fp32 scalars [1,1,1,1] ("lowest" is the mask's
+//                      fill: float lowest() before cuDNN 9.10, −inf after, as the frontend)
 // Every cuDNN call goes through CUDNN_CHECK; a failure while building a plan is caught
 // at the top of the build, reported once for that shape, and turns into `false`.
 #include "attention_cudnn.cuh"
 
 #include <array>
 #include <cmath>
+#include <cstdint>
+#include <initializer_list>
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
@@ -407,7 +410,9 @@ struct Plan {
   cudnnBackendDescriptor_t plan = nullptr;
   int64_t workspace = 0;
   bool deterministic = true;
+  bool executed = false;  // a plan that fails its first execution falls back too
   std::string form;
+  std::string description;
 };
 
 size_t align256(size_t bytes) { return (bytes + 255) / 256 * 256; }
@@ -420,8 +425,51 @@ struct CudnnAttention::Impl {
   bool handle_failed = false;
   size_t version = cudnnGetVersion();
   // key: (backward?, B, T, H, hd); null value: this shape falls back.
-  std::map<std::tuple<int, int, int, int, int>, std::unique_ptr<Plan>> plans;
+  using Key = std::tuple<int, int, int, int, int>;
+  std::map<Key, std::unique_ptr<Plan>> plans;
+  // (backward?, H, hd) whose fallback was already reported: one line, not one per length.
+  std::map<std::tuple<int, int, int>, bool> reported;
   std::string last;
+
+  // The causal mask's fill value: the cuDNN frontend uses lowest() before 9.10 and −inf
+  // from 9.10 on; engines are matched against the frontend's graphs, so do the same.
+  float mask_fill() const {
+    return version < 91000 ? std::numeric_limits<float>::lowest()
+                           : -std::numeric_limits<float>::infinity();
+  }
+
+  void report_fallback(bool backward, const Shape& s, const std::string& why) {
+    last = why;
+    bool& done = reported[std::make_tuple(backward ? 1 : 0, int(s.H), int(s.d))];
+    if (done) return;
+    done = true;
+    std::fprintf(stderr, "mhc: %s; using the built-in attention kernels for this shape\n",
+                 why.c_str());
+  }
+
+  // Runs a plan; false (and the shape falls back for good) when its first execution
+  // fails, which cuDNN may report only then (e.g. NOT_SUPPORTED at launch). Later
+  // failures are real errors and throw.
+  bool run(bool backward, const Shape& s, Plan& p, const std::vector<int64_t>& uids,
+           const std::vector<void*>& ptrs, void* workspace, cudaStream_t stream) {
+    if (p.executed) {
+      execute(p, uids, ptrs, workspace, stream);
+      last = p.description;
+      return true;
+    }
+    try {
+      execute(p, uids, ptrs, workspace, stream);
+    } catch (const std::exception& e) {
+      (void)cudaGetLastError();  // a launch error that is not sticky must not linger
+      const std::string why = p.description + ": first execution failed: " + e.what();
+      plans[std::make_tuple(backward ? 1 : 0, int(s.B), int(s.T), int(s.H), int(s.d))] = nullptr;
+      report_fallback(backward, s, why);
+      return false;
+    }
+    p.executed = true;
+    last = p.description;
+    return true;
+  }
 
   ~Impl() {
     plans.clear();
@@ -483,14 +531,14 @@ struct CudnnAttention::Impl {
                   static_cast<long long>(s.T), static_cast<long long>(s.H),
                   static_cast<long long>(s.d), version);
     if (chosen) {
-      last = std::string("cuDNN flash attention ") + shape + ": " + chosen->form +
-             ", workspace " + std::to_string(chosen->workspace) + " bytes";
+      chosen->description = std::string("cuDNN flash attention ") + shape + ": " + chosen->form +
+                            ", workspace " + std::to_string(chosen->workspace) + " bytes";
+      last = chosen->description;
       if (backward && !chosen->deterministic)
         std::fprintf(stderr, "mhc: %s (non-deterministic dQ accumulation)\n", last.c_str());
     } else {
-      last = std::string("cuDNN flash attention unavailable for ") + shape + ":" + errors;
-      std::fprintf(stderr, "mhc: %s; using the built-in attention kernels for this shape\n",
-                   last.c_str());
+      report_fallback(backward, s,
+                      std::string("cuDNN flash attention unavailable for ") + shape + ":" + errors);
     }
     Plan* result = chosen.get();
     plans.emplace(key, std::move(chosen));
@@ -520,35 +568,42 @@ std::string CudnnAttention::describe() const { return impl_->last; }
 
 namespace {
 
-bool shape_worth_trying(int B, int T, int n_head, int hd) {
-  // cuDNN's fused attention wants head sizes that are multiples of 8 (≤ 128 on every
-  // version, ≤ 256 on recent ones); anything else goes straight to the fallback.
-  return B > 0 && T > 0 && n_head > 0 && hd % 8 == 0 && hd >= 8 && hd <= 256;
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// cuDNN's fused attention wants head sizes that are multiples of 8 (≤ 128 on every
+// version, ≤ 256 on recent ones) and 16-byte aligned tensors (declared in every tensor
+// descriptor); anything else goes straight to the fallback.
+bool worth_trying(int B, int T, int n_head, int hd, std::initializer_list<const void*> tensors) {
+  if (!(B > 0 && T > 0 && n_head > 0 && hd % 8 == 0 && hd >= 8 && hd <= 256)) return false;
+  for (const void* p : tensors)
+    if (!aligned16(p)) return false;
+  return true;
 }
 
 }  // namespace
 
 bool CudnnAttention::forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int n_head,
                              int head_dim, cudaStream_t stream, const ScratchFn& scratch) {
-  if (!enabled() || !shape_worth_trying(B, T, n_head, head_dim) || !impl_->ensure_handle())
+  if (!enabled() || !worth_trying(B, T, n_head, head_dim, {out, lse, qkv}) ||
+      !impl_->ensure_handle())
     return false;
   const Shape s{B, T, n_head, head_dim};
   Plan* p = impl_->plan_for(false, s);
   if (!p) return false;
   float scale = 1.0f / sqrtf(static_cast<float>(head_dim));
-  float lowest = std::numeric_limits<float>::lowest();
+  float lowest = impl_->mask_fill();
   void* ws = p->workspace > 0 ? scratch(static_cast<size_t>(p->workspace)) : nullptr;
   const int64_t C = s.C();
   bf16* base = const_cast<bf16*>(qkv);
-  impl_->execute(*p, {kQ, kK, kV, kO, kStats, kScale, kLowest},
-                 {base, base + C, base + 2 * C, out, lse, &scale, &lowest}, ws, stream);
-  return true;
+  return impl_->run(false, s, *p, {kQ, kK, kV, kO, kStats, kScale, kLowest},
+                    {base, base + C, base + 2 * C, out, lse, &scale, &lowest}, ws, stream);
 }
 
 bool CudnnAttention::backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out,
                               const float* lse, int B, int T, int n_head, int head_dim,
                               cudaStream_t stream, const ScratchFn& scratch) {
-  if (!enabled() || !shape_worth_trying(B, T, n_head, head_dim) || !impl_->ensure_handle())
+  if (!enabled() || !worth_trying(B, T, n_head, head_dim, {dqkv, dout, qkv, out, lse}) ||
+      !impl_->ensure_handle())
     return false;
   const Shape s{B, T, n_head, head_dim};
   Plan* p = impl_->plan_for(true, s);
@@ -566,7 +621,7 @@ bool CudnnAttention::backward(bf16* dqkv, const bf16* dout, const bf16* qkv, con
   if (acc && impl_->version < 90600)
     CUDA_CHECK(cudaMemsetAsync(acc, 0, acc_bytes, stream));
   float scale = 1.0f / sqrtf(static_cast<float>(head_dim));
-  float lowest = std::numeric_limits<float>::lowest();
+  float lowest = impl_->mask_fill();
   float one = 1.0f;
   const int64_t C = s.C();
   bf16* base = const_cast<bf16*>(qkv);
@@ -579,8 +634,7 @@ bool CudnnAttention::backward(bf16* dqkv, const bf16* dout, const bf16* qkv, con
     uids.push_back(kdQAccum);
     ptrs.push_back(acc);
   }
-  impl_->execute(*p, uids, ptrs, engine, stream);
-  return true;
+  return impl_->run(true, s, *p, uids, ptrs, engine, stream);
 }
 
 #else  // built without cuDNN

@@ -10,9 +10,11 @@
 //   backward: Δ = Σ_d dO⊙O (fp32, in the workspace); S as above; P = exp(S − lse);
 //             dV = Pᵀ·dO; dS = P ⊙ (dO·Vᵀ − Δ) × scale; dK = dSᵀ·Q; dQ = dS·K
 // One execution plan per (direction, B, T, n_head, hd), built at the first call and
-// cached; a shape cuDNN cannot run (or any cuDNN error while building) is remembered,
-// reported once on stderr, and answered with `false` so the caller runs the built-in
-// kernels (cuda/attention.cuh stays the fallback and the test oracle).
+// cached; a shape cuDNN cannot run (any cuDNN error while building, or at the plan's
+// first execution) is remembered, reported once per (direction, n_head, hd) on stderr,
+// and answered with `false` so the caller runs the built-in kernels (cuda/attention.cuh
+// stays the fallback and the test oracle). Tensors must be 16-byte aligned, else the
+// fallback runs.
 //
 // Determinism: the default backward graph writes dQ directly (the frontend's
 // "deterministic / dP-workspace" form); if no engine accepts it, the form that
@@ -44,11 +46,12 @@ class CudnnAttention {
 
   // Compiled with cuDNN and not switched off by MHC_CUDNN_ATTENTION=off.
   bool enabled() const;
-  // What the last plan build chose or why it failed (for logs and tests).
+  // The plan the last call ran, or why it fell back (for logs and tests).
   std::string describe() const;
 
   // Each returns true when cuDNN ran the op, false when the caller must use the
-  // fallback (nothing was written). Throws CudaError only when an execution fails.
+  // fallback (nothing was written). Throws CudaError only when a plan that has run
+  // before fails.
   bool forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int n_head, int head_dim,
                cudaStream_t stream, const ScratchFn& scratch);
   bool backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse,

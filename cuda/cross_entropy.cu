@@ -14,10 +14,12 @@ namespace {
 
 constexpr int kBlock = 512;
 
-// (m, s) ← (m, s) ⊕ (m2, s2): the pair of max and Σexp(x − max) of a union.
+// (m, s) ← (m, s) ⊕ (m2, s2): the pair of max and Σexp(x − max) of a union. An empty
+// side has s = 0; a NaN anywhere makes s NaN and stays NaN, as in the CPU reference (a
+// partly-NaN row must give a NaN loss, not a finite one).
 __device__ __forceinline__ void combine(float& m, float& s, float m2, float s2) {
-  if (m2 == -INFINITY) return;
-  if (m == -INFINITY) {
+  if (s2 == 0.f) return;
+  if (s == 0.f) {
     m = m2;
     s = s2;
     return;
@@ -28,8 +30,12 @@ __device__ __forceinline__ void combine(float& m, float& s, float m2, float s2) 
 }
 
 __device__ __forceinline__ void add_value(float& m, float& s, float x) {
-  if (x > m) {
-    s = (m == -INFINITY ? 0.f : s * expf(m - x)) + 1.f;
+  if (isnan(x)) {
+    s = NAN;
+  } else if (x == -INFINITY) {
+    return;  // contributes exp(−∞) = 0
+  } else if (x > m) {
+    s = (s == 0.f ? 0.f : s * expf(m - x)) + 1.f;  // NaN·0 keeps a NaN
     m = x;
   } else {
     s += expf(x - m);
@@ -72,7 +78,7 @@ __global__ void __launch_bounds__(kBlock)
   for (int w = 1; w < static_cast<int>(blockDim.x >> 5); ++w) combine(m, s, part_m[w], part_s[w]);
   const float lse = m + logf(s);
   if (threadIdx.x == 0) losses[r] = valid ? lse - x_target : NAN;
-  if (dloss == 0.f || !valid) return;
+  if (dloss == 0.f) return;
   for (int i = threadIdx.x * W; i < Vp; i += blockDim.x * W) {
     float x[W];
     VecIO<T, W>::load(row + i, x);
@@ -80,7 +86,7 @@ __global__ void __launch_bounds__(kBlock)
     for (int w = 0; w < W; ++w) {
       const int j = i + w;
       float g = 0.f;
-      if (j < V) {
+      if (valid && j < V) {
         g = expf(x[w] - lse) * dloss;
         if (j == target) g -= dloss;
       }

@@ -3,7 +3,8 @@
 //   losses[t] (fp32) = logsumexp(logits[t, :V]) − logits[t, target]        (overwrite)
 //   if dloss != 0: logits[t, i] = dloss·(softmax_i − [i == target]) for i < V, 0 for
 //   V ≤ i < Vp (overwrite, in place, act type T).
-// A target outside [0, V) gives a NaN loss (and no gradient for that row).
+// A target outside [0, V) gives a NaN loss and a zero gradient row; a NaN logit gives a
+// NaN loss.
 #pragma once
 #include <cuda_runtime.h>
 

@@ -114,7 +114,8 @@ cudaDataType_t cuda_type(DType t) {
 
 // Dense bf16 tensor-core peak (fp32 accumulate) for MFU.
 double bf16_peak_tflops(int major, int minor, int sm_count, int clock_khz) {
-  if (major == 8 && minor == 0) return 312.0;  // A100
+  // A100 (108 SMs): 312; other sm_80 parts (A30: 56 SMs) scale with their SM count.
+  if (major == 8 && minor == 0) return 312.0 * std::min(sm_count, 108) / 108.0;
   // H100 / H200 SXM (132 SMs): 989; H100 PCIe (114 SMs): 756.
   if (major == 9 && minor == 0) return sm_count >= 132 ? 989.0 : 756.0;
   // Anything else is an estimate: SMs × clock × dense bf16 FLOP per clock per SM
@@ -163,11 +164,20 @@ class CudaBackend final : public Backend, public ComputeStreamSource {
     return t;
   }
 
+  // Never throws: it runs from destructors (Model, AdamW) while an earlier CUDA error
+  // unwinds the stack, and a second throw there would terminate the process before the
+  // first error is reported (and before the peers are told to stop).
   void release(Tensor t) override {
     if (!t.data) return;
-    CUDA_CHECK(cudaStreamSynchronize(stream_));
-    CUDA_CHECK(cudaFree(t.data));
+    cudaError_t err = cudaStreamSynchronize(stream_);
+    const cudaError_t freed = cudaFree(t.data);
+    if (err == cudaSuccess) err = freed;
     live_bytes_ -= static_cast<int64_t>(t.bytes());
+    if (err != cudaSuccess && !release_error_reported_) {
+      release_error_reported_ = true;
+      std::fprintf(stderr, "warning: freeing device memory after a CUDA error: %s\n",
+                   cudaGetErrorString(err));
+    }
   }
 
   void upload(Tensor dst, const double* src) override {
@@ -377,6 +387,8 @@ class CudaBackend final : public Backend, public ComputeStreamSource {
     need(dout, int64_t(rows) * C, "rmsnorm dout");
     need(x, int64_t(rows) * C, "rmsnorm x");
     need(dw, C, "rmsnorm dw");
+    need(w, C, "rmsnorm w");
+    need(rstd, rows, "rmsnorm rstd");
     with_act(x, [&](auto tag) {
       using T = decltype(tag);
       cuda::Workspace ws = workspace(cuda::rmsnorm_backward_workspace_bytes(rows, C));
@@ -830,6 +842,7 @@ class CudaBackend final : public Backend, public ComputeStreamSource {
   size_t scratch_bytes_ = 0;
   int64_t live_bytes_ = 0;
   int64_t peak_bytes_ = 0;
+  bool release_error_reported_ = false;
 };
 
 }  // namespace
@@ -877,13 +890,12 @@ CudaProbe probe_cuda(int device) {
                      "; the CUDA backend needs 8.0 or newer (bf16, sm_80/sm_90 kernels)";
       return probe;
     }
-    // Is there a kernel image (SASS or JIT-able PTX) for this device in the binary?
-    int previous = 0;
-    (void)cudaGetDevice(&previous);
+    // Is there a kernel image (SASS or JIT-able PTX) for this device in the binary? This
+    // leaves `device` current: switching back to the thread's previous device would
+    // create a context on GPU 0 in every rank of a multi-GPU job.
     err = cudaSetDevice(device);
     cudaFuncAttributes attr{};
     if (err == cudaSuccess) err = cudaFuncGetAttributes(&attr, probe_kernel);
-    (void)cudaSetDevice(previous);
     if (err != cudaSuccess) {
       (void)cudaGetLastError();
       probe.reason = std::string("cannot run kernels on ") + prop.name + ": " +

@@ -17,7 +17,8 @@ struct CudaProbe {
   double bf16_peak_tflops = 0;  // dense bf16 tensor-core peak, for MFU
 };
 
-// Never throws: reports whether `device` can run the backend.
+// Never throws: reports whether `device` can run the backend. Leaves `device` as the
+// calling thread's current device when it exists.
 CudaProbe probe_cuda(int device);
 
 // compute: DType::F32 or DType::BF16 (master weights, gradients and optimizer state are

@@ -12,7 +12,10 @@
 
 #include <algorithm>
 #include <map>
+#include <numeric>
 #include <vector>
+
+#include "nccl_watchdog.cuh"
 #endif
 
 namespace mhc {
@@ -52,20 +55,46 @@ ncclDataType_t nccl_type(DType t) {
   }
 }
 
+// Issues a group of NCCL calls and ends the group even when one of them fails (a throw
+// between ncclGroupStart and ncclGroupEnd would leave the group open on this thread).
+template <class Calls>
+void nccl_group(Calls&& calls) {
+  NCCL_CHECK(ncclGroupStart());
+  ncclResult_t first = ncclSuccess;
+  calls([&](ncclResult_t r) {
+    if (first == ncclSuccess) first = r;
+  });
+  const ncclResult_t end = ncclGroupEnd();
+  NCCL_CHECK(first);
+  NCCL_CHECK(end);
+}
+
+void check_counts(const char* what, const Tensor& t, const std::vector<int64_t>& counts, int size) {
+  MHC_CHECK(static_cast<int>(counts.size()) == size);
+  if (std::accumulate(counts.begin(), counts.end(), int64_t{0}) != t.numel)
+    throw InternalError(std::string(what) + ": the pieces do not add up to the tensor");
+}
+
 class NcclComm final : public Communicator {
  public:
-  NcclComm(std::unique_ptr<Communicator> host, int device) : host_(std::move(host)), device_(device) {
+  NcclComm(std::unique_ptr<Communicator> host, int device, double init_timeout_s,
+           double collective_timeout_s)
+      : host_(std::move(host)), device_(device) {
     CUDA_CHECK(cudaSetDevice(device_));
     ncclUniqueId id{};
     if (host_->rank() == 0) NCCL_CHECK(ncclGetUniqueId(&id));
     host_->broadcast_host(&id, sizeof(id), 0);
+    watchdog_ = std::make_unique<cuda::NcclWatchdog>(host_->rank(), device_, init_timeout_s,
+                                                     collective_timeout_s);
     NCCL_CHECK(ncclCommInitRank(&comm_, host_->size(), id, host_->rank()));
+    watchdog_->initialised(comm_);
     int least = 0, greatest = 0;
     CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
     CUDA_CHECK(cudaStreamCreateWithPriority(&stream_, cudaStreamNonBlocking, greatest));
   }
 
   ~NcclComm() override {
+    watchdog_.reset();
     cudaSetDevice(device_);
     if (aborted_) return;
     cudaStreamSynchronize(stream_);
@@ -107,7 +136,7 @@ class NcclComm final : public Communicator {
 
   CommRequest reduce_scatter_sum_async(Tensor t, const std::vector<int64_t>& counts,
                                        DType wire) override {
-    MHC_CHECK(static_cast<int>(counts.size()) == size());
+    check_counts("NCCL reduce-scatter", t, counts, size());
     if (t.numel == 0) return 0;
     after_compute();
     const bool bf16 = wire == DType::BF16 && t.dtype == DType::F32;
@@ -132,15 +161,15 @@ class NcclComm final : public Communicator {
                                    stream_));
     } else {
       // Uneven pieces: one reduce to each owner, batched into a single group.
-      NCCL_CHECK(ncclGroupStart());
-      int64_t off = 0;
-      for (int r = 0; r < size(); ++r) {
-        if (counts[r] > 0)
-          NCCL_CHECK(ncclReduce(base + off * es, base + off * es, counts[r], type, ncclSum, r,
-                                comm_, stream_));
-        off += counts[r];
-      }
-      NCCL_CHECK(ncclGroupEnd());
+      nccl_group([&](auto keep) {
+        int64_t off = 0;
+        for (int r = 0; r < size(); ++r) {
+          if (counts[r] > 0)
+            keep(ncclReduce(base + off * es, base + off * es, counts[r], type, ncclSum, r, comm_,
+                            stream_));
+          off += counts[r];
+        }
+      });
     }
     if (bf16 && counts[rank()] > 0) {
       bf16_to_f32_kernel<<<grid_for(counts[rank()]), 256, 0, stream_>>>(
@@ -151,7 +180,7 @@ class NcclComm final : public Communicator {
   }
 
   CommRequest all_gather_async(Tensor t, const std::vector<int64_t>& counts) override {
-    MHC_CHECK(static_cast<int>(counts.size()) == size());
+    check_counts("NCCL all-gather", t, counts, size());
     if (t.numel == 0) return 0;
     after_compute();
     const size_t es = dtype_size(t.dtype);
@@ -161,14 +190,14 @@ class NcclComm final : public Communicator {
     if (even) {
       NCCL_CHECK(ncclAllGather(base + counts[0] * rank() * es, base, counts[0], type, comm_, stream_));
     } else {
-      NCCL_CHECK(ncclGroupStart());
-      int64_t off = 0;
-      for (int r = 0; r < size(); ++r) {
-        if (counts[r] > 0)
-          NCCL_CHECK(ncclBroadcast(base + off * es, base + off * es, counts[r], type, r, comm_, stream_));
-        off += counts[r];
-      }
-      NCCL_CHECK(ncclGroupEnd());
+      nccl_group([&](auto keep) {
+        int64_t off = 0;
+        for (int r = 0; r < size(); ++r) {
+          if (counts[r] > 0)
+            keep(ncclBroadcast(base + off * es, base + off * es, counts[r], type, r, comm_, stream_));
+          off += counts[r];
+        }
+      });
     }
     return record();
   }
@@ -196,6 +225,7 @@ class NcclComm final : public Communicator {
   void broadcast_host(void* data, size_t bytes, int root) override { host_->broadcast_host(data, bytes, root); }
   void barrier() override { host_->barrier(); }
   void abort(int exit_code) override {
+    watchdog_.reset();
     aborted_ = true;
     if (comm_) ncclCommAbort(comm_);
     comm_ = nullptr;
@@ -217,6 +247,7 @@ class NcclComm final : public Communicator {
   }
 
   CommRequest record() {
+    watchdog_->watch(stream_);
     cudaEvent_t ev = event();
     CUDA_CHECK(cudaEventRecord(ev, stream_));
     const CommRequest id = ++next_id_;
@@ -261,21 +292,23 @@ class NcclComm final : public Communicator {
   size_t stage_cap_ = 0, stage_used_ = 0;
   std::vector<void*> retired_;
   bool aborted_ = false;
+  std::unique_ptr<cuda::NcclWatchdog> watchdog_;  // created before comm_, stopped first
 };
 
 }  // namespace
 
 bool nccl_available() { return true; }
 
-std::unique_ptr<Communicator> make_nccl_comm(std::unique_ptr<Communicator> host, int device) {
-  return std::make_unique<NcclComm>(std::move(host), device);
+std::unique_ptr<Communicator> make_nccl_comm(std::unique_ptr<Communicator> host, int device,
+                                             double init_timeout_s, double collective_timeout_s) {
+  return std::make_unique<NcclComm>(std::move(host), device, init_timeout_s, collective_timeout_s);
 }
 
 #else  // !MHC_WITH_NCCL
 
 bool nccl_available() { return false; }
 
-std::unique_ptr<Communicator> make_nccl_comm(std::unique_ptr<Communicator>, int) {
+std::unique_ptr<Communicator> make_nccl_comm(std::unique_ptr<Communicator>, int, double, double) {
   throw MhcError(
       "dist.backend=nccl, but this binary was built without NCCL (install NCCL, e.g. "
       "libnccl-dev, and rebuild; CMake defines MHC_WITH_NCCL when it finds it)");

@@ -23,7 +23,11 @@ bool nccl_available();
 // The GPU a local rank drives: local_rank modulo the visible devices (0 when a launcher
 // already restricted each task to one GPU).
 int cuda_device_for_local_rank(int local_rank);
-// Collective: every rank of `host` must call it. Takes ownership of `host`.
-std::unique_ptr<Communicator> make_nccl_comm(std::unique_ptr<Communicator> host, int device);
+// Collective: every rank of `host` must call it. Takes ownership of `host`. A watchdog
+// thread ends the process with a clear error when NCCL initialisation takes longer than
+// init_timeout_s or a collective longer than collective_timeout_s, or when NCCL reports
+// an asynchronous error (cuda/nccl_watchdog.cuh): a dead peer never hangs the job.
+std::unique_ptr<Communicator> make_nccl_comm(std::unique_ptr<Communicator> host, int device,
+                                             double init_timeout_s, double collective_timeout_s);
 
 }  // namespace mhc

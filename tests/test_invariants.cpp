@@ -253,6 +253,49 @@ TEST(SingleStream, WorksInEveryMode) {
   }
 }
 
+// ---- causality --------------------------------------------------------------------------
+// The logits at position t depend on tokens 0..t only, in every mode: attention is causal
+// and every other op (including the connection coefficients) acts per token. Sampling
+// relies on it when it pads the context to a bucketed length (core/inference.cpp).
+
+TEST(Causality, LaterTokensAndShorterSequencesNeverChangeEarlierLogits) {
+  struct Case {
+    const char* mode;
+    bool dynamic;
+  };
+  for (const Case& c :
+       {Case{"baseline", false}, Case{"hc", false}, Case{"hc", true}, Case{"mhc", false}}) {
+    SCOPED_TRACE(std::string(c.mode) + (c.dynamic ? " dynamic" : ""));
+    Config cfg = testing::tiny_config(c.mode, 4, c.dynamic);
+    cfg.model.seq_len = 9;
+    cfg.model.init_std = 0.3;  // large enough that every token moves the logits
+    Built<double> b(cfg, kSeed, 1);
+    const int T_ = b.shape.T, Vp = b.shape.Vp;
+    auto logits = [&](const std::vector<int32_t>& tokens, int len) {
+      b.model.forward(tokens.data(), nullptr, 1, len, 0.f);
+      std::vector<double> out(static_cast<size_t>(len) * Vp);
+      b.backend.download(b.model.logits().slice(0, out.size()), out.data());
+      return out;
+    };
+    const std::vector<int32_t> tokens = testing::random_tokens(T_, b.shape.V, 31);
+    const std::vector<double> full = logits(tokens, T_);
+    for (int len : {1, 4, T_ - 1}) {
+      SCOPED_TRACE("prefix " + std::to_string(len));
+      std::vector<int32_t> changed = tokens;
+      for (int t = len; t < T_; ++t) changed[t] = (changed[t] + 7) % b.shape.V;
+      const std::vector<double> other = logits(changed, T_);
+      const std::vector<double> prefix = logits(tokens, len);
+      const size_t kept = static_cast<size_t>(len) * Vp;
+      const std::vector<double> full_kept(full.begin(), full.begin() + kept);
+      EXPECT_LE(testing::max_abs_diff(std::vector<double>(other.begin(), other.begin() + kept),
+                                      full_kept), 1e-12);
+      EXPECT_LE(testing::max_abs_diff(prefix, full_kept), 1e-12);
+      // ... while the later positions did change (the test can see a dependence).
+      EXPECT_GT(testing::max_abs_diff(other, full), 1e-6);
+    }
+  }
+}
+
 // ---- Amax gain diagnostics ------------------------------------------------------------
 
 TEST(AmaxGain, IdentityGivesUnitGains) {

@@ -120,6 +120,8 @@ struct Buffers {
     else
       fill_random<T><<<1024, 256>>>(static_cast<T*>(p), count, seed, scale, offset);
     CHECK(cudaGetLastError());
+    // The fills run on the legacy stream, the timed kernels on a non-blocking one.
+    CHECK(cudaDeviceSynchronize());
     return static_cast<T*>(p);
   }
 };

@@ -57,6 +57,15 @@ std::pair<double, std::vector<double>> loss_and_logits(Built<T>& b, const Batch&
   return {loss, out};
 }
 
+// A residual mode as the tests enumerate it: HC comes static and dynamic.
+struct ResidualCase {
+  const char* mode;
+  bool dynamic;
+  std::string name() const { return std::string(mode) + (dynamic ? " dynamic" : ""); }
+};
+constexpr ResidualCase kConnectionModes[] = {{"hc", false}, {"hc", true}, {"mhc", false}};
+constexpr ResidualCase kAllModes[] = {{"baseline", false}, {"hc", false}, {"hc", true}, {"mhc", false}};
+
 Config invariant_config(const std::string& mode, int n, double norm_eps, bool dynamic = false) {
   Config cfg = testing::tiny_config(mode, n, dynamic);
   cfg.model.norm_eps = norm_eps;
@@ -84,14 +93,9 @@ TEST(InitInvariant, HcAndMhcReproduceBaselineLossUpToNormEpsilon) {
         << "the init must be far from uniform for the comparison to mean something";
     double logit_scale = 0;
     for (double v : base_logits) logit_scale = std::max(logit_scale, std::fabs(v));
-    struct Case {
-      const char* mode;
-      bool dynamic;
-    };
-    for (const Case& c : {Case{"hc", false}, Case{"hc", true}, Case{"mhc", false}})
+    for (const ResidualCase& c : kConnectionModes)
       for (int n : {1, 2, 4}) {
-        SCOPED_TRACE(std::string(mlp) + " " + c.mode + (c.dynamic ? " dynamic" : "") +
-                     " n=" + std::to_string(n));
+        SCOPED_TRACE(std::string(mlp) + " " + c.name() + " n=" + std::to_string(n));
         Config cfg = invariant_config(c.mode, n, tiny_eps, c.dynamic);
         cfg.model.mlp = mlp;
         Built<double> m(cfg);
@@ -239,13 +243,8 @@ void check_n1(const Config& cfg) {
 }
 
 TEST(SingleStream, WorksInEveryMode) {
-  struct Case {
-    const char* mode;
-    bool dynamic;
-  };
-  for (const Case& c :
-       {Case{"baseline", false}, Case{"hc", false}, Case{"hc", true}, Case{"mhc", false}}) {
-    SCOPED_TRACE(std::string(c.mode) + (c.dynamic ? " dynamic" : ""));
+  for (const ResidualCase& c : kAllModes) {
+    SCOPED_TRACE(c.name());
     Config cfg = testing::tiny_config(c.mode, 1, c.dynamic);
     cfg.model.init_std = 1e-3;
     check_n1<float>(cfg);
@@ -259,13 +258,8 @@ TEST(SingleStream, WorksInEveryMode) {
 // relies on it when it pads the context to a bucketed length (core/inference.cpp).
 
 TEST(Causality, LaterTokensAndShorterSequencesNeverChangeEarlierLogits) {
-  struct Case {
-    const char* mode;
-    bool dynamic;
-  };
-  for (const Case& c :
-       {Case{"baseline", false}, Case{"hc", false}, Case{"hc", true}, Case{"mhc", false}}) {
-    SCOPED_TRACE(std::string(c.mode) + (c.dynamic ? " dynamic" : ""));
+  for (const ResidualCase& c : kAllModes) {
+    SCOPED_TRACE(c.name());
     Config cfg = testing::tiny_config(c.mode, 4, c.dynamic);
     cfg.model.seq_len = 9;
     cfg.model.init_std = 0.3;  // large enough that every token moves the logits

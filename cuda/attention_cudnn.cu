@@ -427,6 +427,9 @@ struct CudnnAttention::Impl {
   // key: (backward?, B, T, H, hd); null value: this shape falls back.
   using Key = std::tuple<int, int, int, int, int>;
   std::map<Key, std::unique_ptr<Plan>> plans;
+  static Key key_of(bool backward, const Shape& s) {
+    return {backward ? 1 : 0, int(s.B), int(s.T), int(s.H), int(s.d)};
+  }
   // (backward?, H, hd) whose fallback was already reported: one line, not one per length.
   std::map<std::tuple<int, int, int>, bool> reported;
   std::string last;
@@ -452,17 +455,13 @@ struct CudnnAttention::Impl {
   // failures are real errors and throw.
   bool run(bool backward, const Shape& s, Plan& p, const std::vector<int64_t>& uids,
            const std::vector<void*>& ptrs, void* workspace, cudaStream_t stream) {
-    if (p.executed) {
-      execute(p, uids, ptrs, workspace, stream);
-      last = p.description;
-      return true;
-    }
     try {
       execute(p, uids, ptrs, workspace, stream);
     } catch (const std::exception& e) {
+      if (p.executed) throw;
       (void)cudaGetLastError();  // a launch error that is not sticky must not linger
       const std::string why = p.description + ": first execution failed: " + e.what();
-      plans[std::make_tuple(backward ? 1 : 0, int(s.B), int(s.T), int(s.H), int(s.d))] = nullptr;
+      plans[key_of(backward, s)] = nullptr;  // destroys p
       report_fallback(backward, s, why);
       return false;
     }
@@ -492,7 +491,7 @@ struct CudnnAttention::Impl {
 
   // The plan for this shape and direction, built on first use; null when it fell back.
   Plan* plan_for(bool backward, const Shape& s) {
-    const auto key = std::make_tuple(backward ? 1 : 0, int(s.B), int(s.T), int(s.H), int(s.d));
+    const Key key = key_of(backward, s);
     auto it = plans.find(key);
     if (it != plans.end()) return it->second.get();
     std::unique_ptr<Plan> chosen;

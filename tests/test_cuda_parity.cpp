@@ -660,55 +660,71 @@ class CudaModelParity : public ::testing::TestWithParam<ModelCase> {
   }
 };
 
+// One forward+backward of the same model on the CPU (fp32) and on the GPU, from the same
+// weights: the init moved by noise, away from the symmetric init so that every path
+// (connections included) is active.
+struct StepSeeds {
+  uint64_t init, noise;
+  double noise_scale;
+  uint64_t data;
+};
+struct StepComparison {
+  ParamLayout layout;
+  double loss[2];  // [0] CPU, [1] GPU
+  std::vector<double> grads[2];
+};
+StepComparison compare_one_step(Backend& gpu, const Config& cfg, const ModelOptions& options,
+                                const StepSeeds& seeds) {
+  const ModelShape shape = model_shape_from_config(cfg);
+  StepComparison r{ParamLayout::build(shape, cfg), {}, {}};
+  const int B = 2, T = shape.T;
+  CpuBackend<float> cpu;
+  Model cpu_model(cpu, shape, r.layout, B, options);
+  Model gpu_model(gpu, shape, r.layout, B, options);
+  cpu_model.init_weights(seeds.init);
+  std::vector<double> w = cpu_model.get_params();
+  const std::vector<double> noise = testing::random_vector(w.size(), seeds.noise, seeds.noise_scale);
+  for (size_t i = 0; i < w.size(); ++i) w[i] += noise[i];
+  cpu_model.set_params(w);
+  gpu_model.set_params(w);
+  const auto inputs = testing::random_tokens(B * T, shape.V, seeds.data);
+  const auto targets = testing::random_tokens(B * T, shape.V, seeds.data + 1);
+  Model* models[2] = {&cpu_model, &gpu_model};
+  for (int i = 0; i < 2; ++i) {
+    models[i]->zero_grads();
+    r.loss[i] = models[i]->forward(inputs.data(), targets.data(), B, T, 1.0f);
+    models[i]->backward();
+    r.grads[i] = models[i]->get_grads();
+  }
+  return r;
+}
+
+// Per tensor, the largest GPU−CPU difference relative to the tensor's own largest
+// gradient, but never to less than 1% of the model's largest: some connection gradients
+// are sums over tokens that cancel to ~1e-4 of the rest, where fp32 rounding alone (CPU
+// float vs double) reaches 3e-4 of their own size.
+void expect_gradients_close(const StepComparison& r, double tolerance, const std::string& what) {
+  double global = 0;
+  for (double g : r.grads[0]) global = std::max(global, std::fabs(g));
+  for (const auto& p : r.layout.params) {
+    double scale = 1e-2 * global, err = 0;
+    for (int64_t i = 0; i < p.numel; ++i) {
+      scale = std::max(scale, std::fabs(r.grads[0][p.offset + i]));
+      err = std::max(err, std::fabs(r.grads[1][p.offset + i] - r.grads[0][p.offset + i]));
+    }
+    EXPECT_LE(err / scale, tolerance) << what << " " << p.name;
+  }
+}
+
 TEST_P(CudaModelParity, ForwardBackwardMatchesCpuFloat) {
   const ModelCase& mc = GetParam();
   Config cfg = testing::tiny_config(mc.mode, mc.n, mc.dynamic);
   cfg.model.mlp = mc.mlp;
   cfg.model.tie_embeddings = mc.mlp == "swiglu";
-  const ModelShape shape = model_shape_from_config(cfg);
-  const ParamLayout layout = ParamLayout::build(shape, cfg);
-  const int B = 2, T = shape.T;
-
-  CpuBackend<float> cpu;
   std::unique_ptr<Backend> gpu = make_gpu_backend(DType::F32);
-  Model cpu_model(cpu, shape, layout, B);
-  Model gpu_model(*gpu, shape, layout, B);
-  cpu_model.init_weights(7);
-  // Move away from the symmetric init so every path (connections included) is active.
-  std::vector<double> w = cpu_model.get_params();
-  const std::vector<double> noise = testing::random_vector(w.size(), 99, 0.3);
-  for (size_t i = 0; i < w.size(); ++i) w[i] += noise[i];
-  cpu_model.set_params(w);
-  gpu_model.set_params(w);
-  const auto inputs = testing::random_tokens(B * T, shape.V, 1);
-  const auto targets = testing::random_tokens(B * T, shape.V, 2);
-
-  double losses[2];
-  std::vector<double> grads[2];
-  Model* models[2] = {&cpu_model, &gpu_model};
-  for (int i = 0; i < 2; ++i) {
-    models[i]->zero_grads();
-    losses[i] = models[i]->forward(inputs.data(), targets.data(), B, T, 1.0f);
-    models[i]->backward();
-    grads[i] = models[i]->get_grads();
-  }
-  EXPECT_NEAR(losses[1], losses[0], 1e-4 * std::fabs(losses[0])) << gpu->name();
-  // Per tensor, relative to its own largest gradient, but never to less than 1% of the
-  // model's largest: some connection gradients are sums over tokens that cancel to
-  // ~1e-4 of the rest, where fp32 rounding alone (CPU float vs double) reaches 3e-4 of
-  // their own size.
-  double global = 0;
-  for (double g : grads[0]) global = std::max(global, std::fabs(g));
-  for (const auto& p : layout.params) {
-    const auto first = grads[0].begin() + p.offset;
-    const std::vector<double> ref(first, first + p.numel);
-    const std::vector<double> got(grads[1].begin() + p.offset,
-                                  grads[1].begin() + p.offset + p.numel);
-    double scale = 1e-2 * global, err = 0;
-    for (double v : ref) scale = std::max(scale, std::fabs(v));
-    for (size_t i = 0; i < ref.size(); ++i) err = std::max(err, std::fabs(got[i] - ref[i]));
-    EXPECT_LE(err / scale, 1e-4) << p.name;
-  }
+  const StepComparison r = compare_one_step(*gpu, cfg, {}, {7, 99, 0.3, 1});
+  EXPECT_NEAR(r.loss[1], r.loss[0], 1e-4 * std::fabs(r.loss[0])) << gpu->name();
+  expect_gradients_close(r, 1e-4, gpu->name());
 }
 
 std::string model_case_name(const ::testing::TestParamInfo<ModelCase>& info) {
@@ -731,48 +747,17 @@ TEST(CudaModelParityBf16, ForwardBackwardWithRecomputeAndChunkedClassifier) {
     cfg.model.seq_len = 64;
     cfg.model.mlp_hidden = 128;
     cfg.model.n_layer = 3;
-    const ModelShape shape = model_shape_from_config(cfg);
-    const ParamLayout layout = ParamLayout::build(shape, cfg);
-    const int B = 2, T = shape.T;
     ModelOptions options;
     options.recompute = true;
     options.classifier_chunk = 48;
-    CpuBackend<float> cpu;
     std::unique_ptr<Backend> gpu = make_gpu_backend(DType::BF16);
-    Model cpu_model(cpu, shape, layout, B, options);
-    Model gpu_model(*gpu, shape, layout, B, options);
-    cpu_model.init_weights(11);
-    std::vector<double> w = cpu_model.get_params();
-    const std::vector<double> noise = testing::random_vector(w.size(), 5, 0.05);
-    for (size_t i = 0; i < w.size(); ++i) w[i] += noise[i];
-    cpu_model.set_params(w);
-    gpu_model.set_params(w);
-    const auto inputs = testing::random_tokens(B * T, shape.V, 8);
-    const auto targets = testing::random_tokens(B * T, shape.V, 9);
-    double losses[2];
-    std::vector<double> grads[2];
-    Model* models[2] = {&cpu_model, &gpu_model};
-    for (int i = 0; i < 2; ++i) {
-      models[i]->zero_grads();
-      losses[i] = models[i]->forward(inputs.data(), targets.data(), B, T, 1.0f);
-      models[i]->backward();
-      grads[i] = models[i]->get_grads();
-    }
+    const StepComparison r = compare_one_step(*gpu, cfg, options, {11, 5, 0.05, 8});
 #ifdef MHC_WITH_CUDA
     const CudaAttentionStatus status = cuda_attention_status(*gpu);
     std::printf("[ attention ] %s: %s\n", mode.c_str(), status.last.c_str());
 #endif
-    EXPECT_NEAR(losses[1], losses[0], 2e-2 * std::fabs(losses[0])) << mode;
-    double global = 0;
-    for (double g : grads[0]) global = std::max(global, std::fabs(g));
-    for (const auto& p : layout.params) {
-      double scale = 1e-2 * global, err = 0;
-      for (int64_t i = 0; i < p.numel; ++i) {
-        scale = std::max(scale, std::fabs(grads[0][p.offset + i]));
-        err = std::max(err, std::fabs(grads[1][p.offset + i] - grads[0][p.offset + i]));
-      }
-      EXPECT_LE(err / scale, 0.1) << mode << " " << p.name;
-    }
+    EXPECT_NEAR(r.loss[1], r.loss[0], 2e-2 * std::fabs(r.loss[0])) << mode;
+    expect_gradients_close(r, 0.1, mode);
   }
 }
 

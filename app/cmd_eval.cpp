@@ -30,7 +30,11 @@ void add_eval_command(CLI::App& app) {
   cmd->callback([a]() {
     LoadedModel lm = load_trained_model(a->checkpoint, a->device, 1, a->threads);
     const int B = static_cast<int>(lm.cfg.train.micro_batch);
-    lm.model = std::make_unique<Model>(*lm.backend, lm.shape, *lm.layout, B);
+    // The training micro-batch, with training's memory options (chunked classifier): what
+    // fitted for training fits here. The batch-1 model goes first.
+    lm.model.reset();
+    lm.model = std::make_unique<Model>(*lm.backend, lm.shape, *lm.layout, B,
+                                       model_options_for_training(lm.cfg, lm.shape, B));
     read_weights(lm.checkpoint_dir + "/model.safetensors", *lm.model);
     const std::string glob = a->data.empty() ? lm.cfg.data.val : a->data;
     ShardSet shards(glob, lm.shape.V, a->data.empty() ? "data.val" : "--data");

@@ -92,6 +92,9 @@ CommChoice make_communicator(const Config& cfg, const dist::RankEnv& env) {
     fail("dist.backend=nccl, but this binary was built without CUDA");
 #endif
   }
+  if (want == "mpi" && gpu)
+    fail("dist.backend=mpi reduces host buffers, but this run trains on a GPU: use "
+         "dist.backend=nccl (or auto), or train.device=cpu for CPU data parallelism");
   if (want == "mpi" || (env.mpi_launcher && dist::mpi_available())) {
     out.comm = make_mpi_checked(env);
     out.reason = fmt::format("dist.backend={}: {} CPU ranks{} -> {}", want, out.comm->size(),

@@ -7,7 +7,8 @@
 //   several ranks on CPUs under MPI   -> mpi
 //   several ranks on CPUs, no MPI     -> tcp (rank 0 at MASTER_ADDR:MASTER_PORT)
 // none / mpi / nccl force a choice (none with several ranks is an error: every rank would
-// train alone into the same run directory).
+// train alone into the same run directory; mpi on a GPU is an error: MPI reduces host
+// buffers).
 #pragma once
 #include <memory>
 #include <string>

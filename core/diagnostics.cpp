@@ -170,7 +170,17 @@ std::string param_group(const std::string& name) {
   fail("diagnostics: parameter '{}' belongs to no gradient-norm group", name);
 }
 
-nlohmann::ordered_json eval_diagnostics(Model& model) {
+std::map<std::string, double> grad_sum_squares_by_group(Model& model, int64_t begin, int64_t end) {
+  std::map<std::string, double> ss;
+  for (const auto& p : model.layout().params) {
+    double& group = ss[param_group(p.name)];
+    const int64_t from = std::max(begin, p.offset), to = std::min(end, p.offset + p.numel);
+    if (from < to) group += model.backend().sum_squares(model.grads().slice(from, to - from));
+  }
+  return ss;
+}
+
+nlohmann::ordered_json eval_diagnostics(Model& model, const std::map<std::string, double>* grad_ss) {
   const ModelShape& s = model.shape();
   Backend& be = model.backend();
   const int N = model.last_tokens(), n = s.n, K = s.sublayers();
@@ -203,11 +213,9 @@ nlohmann::ordered_json eval_diagnostics(Model& model) {
     js["h_post"] = std::move(post);
   }
 
-  // Gradient norms per group (sum of squares reduced on the backend, per tensor).
-  std::map<std::string, double> ss;
-  const ParamLayout& layout = model.layout();
-  for (size_t i = 0; i < layout.params.size(); ++i)
-    ss[param_group(layout.params[i].name)] += be.sum_squares(model.grad(static_cast<int>(i)));
+  // Gradient norms per group (sums of squares reduced on the backend, per tensor).
+  const std::map<std::string, double> ss =
+      grad_ss ? *grad_ss : grad_sum_squares_by_group(model, 0, model.grads().numel);
   nlohmann::ordered_json grads = nlohmann::ordered_json::object();
   double total = 0;
   for (const char* group : {"embed", "attention", "mlp", "norms", "connections", "head"}) {

@@ -10,6 +10,7 @@
 // state. Everything is computed from the model's last forward and current gradients; the
 // coefficients are downloaded once, norms are reduced on the backend (no activation copy).
 #pragma once
+#include <map>
 #include <string>
 #include <vector>
 
@@ -54,9 +55,16 @@ ValueRange value_range(const double* v, int64_t count);
 // "norms", "connections" or "head" (architecture.md, "Exported weights").
 std::string param_group(const std::string& name);
 
+// Sum of squares of the gradient per param_group, over the part [begin, end) of the flat
+// gradient buffer: all of it, or a ZeRO-1 rank's shard (the only part reduced across
+// ranks there; the caller adds the ranks' results). Every group of the model is a key.
+std::map<std::string, double> grad_sum_squares_by_group(Model& model, int64_t begin, int64_t end);
+
 // Everything an evaluation records besides the loss, from the model's last forward (a
 // validation batch) and its current gradients (those of the last training step; zeros
-// before the first step). The trainer writes the returned object into the eval line of
+// before the first step). grad_ss: the gradient's sums of squares by group when the
+// caller has them (reduced across ZeRO-1 shards); null: computed from the whole local
+// gradient. The trainer writes the returned object into the eval line of
 // metrics.jsonl as "diagnostics":
 //   "amax":      AmaxGain fields (hc/mhc)
 //   "h_res":     {"row_err": [2L], "col_err": [2L], "diag_mass": [2L], "row_entropy": [2L]}
@@ -68,6 +76,7 @@ std::string param_group(const std::string& name);
 //                present only when the model has such parameters)
 //   "act_rms":   [2L+1] RMS of the residual state X_k entering sublayer k (k = 2L: the
 //                state after the last sublayer, before the collapse and final norm)
-nlohmann::ordered_json eval_diagnostics(Model& model);
+nlohmann::ordered_json eval_diagnostics(Model& model,
+                                        const std::map<std::string, double>* grad_ss = nullptr);
 
 }  // namespace mhc

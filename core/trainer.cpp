@@ -102,6 +102,10 @@ class TrainLoop {
   void fill_train_batch(int64_t step, int64_t micro);
   // Mean validation loss; fills diagnostics from the first validation batch.
   double evaluate(nlohmann::ordered_json* diagnostics);
+  std::map<std::string, double> grad_sum_squares();
+  // ZeRO-1: each rank reduces and updates only its shard (decided by the reducer, so that
+  // every rank agrees even when a shard is empty or the whole buffer).
+  bool sharded() const { return reducer_ && reducer_->zero(); }
   void log_eval(int64_t step, double val_loss, const nlohmann::ordered_json& diagnostics);
   std::string save_checkpoint(int64_t step);
 
@@ -145,7 +149,24 @@ void TrainLoop::fill_train_batch(int64_t step, int64_t micro) {
                                  targets_.data() + static_cast<size_t>(b) * T_);
 }
 
+// The last step's gradient sums of squares by group. Under ZeRO-1 only each rank's shard
+// of the gradient buffer holds the reduced sum, so every rank sums its shard and the
+// ranks add them up (collective: every rank calls it).
+std::map<std::string, double> TrainLoop::grad_sum_squares() {
+  if (!sharded()) return grad_sum_squares_by_group(*model_, 0, model_->grads().numel);
+  std::map<std::string, double> ss =
+      grad_sum_squares_by_group(*model_, opt_->shard_begin(), opt_->shard_end());
+  std::vector<double> sums;  // std::map order: the same on every rank
+  for (const auto& [group, v] : ss) sums.push_back(v);
+  comm_.all_reduce_sum_host(sums.data(), static_cast<int>(sums.size()));
+  size_t i = 0;
+  for (auto& [group, v] : ss) v = sums[i++];
+  return ss;
+}
+
 double TrainLoop::evaluate(nlohmann::ordered_json* diagnostics) {
+  std::map<std::string, double> grad_ss;
+  if (diagnostics) grad_ss = grad_sum_squares();
   double acc[2] = {0, 0};  // loss sum, batches
   for (int64_t batch = comm_.rank(); batch < cfg_.train.eval_batches; batch += comm_.size()) {
     for (int b = 0; b < B_; ++b)
@@ -153,7 +174,7 @@ double TrainLoop::evaluate(nlohmann::ordered_json* diagnostics) {
                                targets_.data() + static_cast<size_t>(b) * T_);
     acc[0] += model_->forward(inputs_.data(), targets_.data(), B_, T_, 0.0f);
     acc[1] += 1;
-    if (diagnostics && batch == comm_.rank()) *diagnostics = eval_diagnostics(*model_);
+    if (diagnostics && batch == comm_.rank()) *diagnostics = eval_diagnostics(*model_, &grad_ss);
   }
   comm_.all_reduce_sum_host(acc, 2);
   return acc[1] > 0 ? acc[0] / acc[1] : std::numeric_limits<double>::quiet_NaN();
@@ -319,7 +340,7 @@ TrainResult TrainLoop::run() {
   double last_loss = 0;
   bool stop_agreed = false;  // a stop request seen by any rank, agreed at the last step
   double window_comm = 0;
-  const bool sharded = opt_->sharded();
+  const bool sharded = this->sharded();
   while (step < t.steps) {
     if (stop_agreed || (comm_.size() == 1 && opts_.stop_requested && opts_.stop_requested->load())) {
       log_->warn("stop requested: checkpointing at step {} and exiting", step);

@@ -326,6 +326,17 @@ TrainResult TrainLoop::run() {
   log_->info("run directory: {}", run_dir_);
   if (reducer_) log_->info("gradients: {}", reducer_->describe());
 
+  // One forward and backward before anything is timed or communicated: the backend's
+  // workspaces (on a GPU the scratch buffer, cuDNN plans and their workspaces) reach
+  // their final size here instead of inside the first step's backward, which overlaps
+  // the gradient collectives. No state changes: the data order is a pure function of the
+  // sample index and the gradients are zeroed again.
+  fill_train_batch(state_.step, 0);
+  model_->forward(inputs_.data(), targets_.data(), B_, T_, 1.0f);
+  model_->backward();
+  model_->zero_grads();
+  backend_->synchronize();
+
   nlohmann::ordered_json diagnostics;
   if (state_.step == 0) {
     result.initial_val_loss = evaluate(&diagnostics);

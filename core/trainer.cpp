@@ -432,6 +432,8 @@ TrainResult TrainLoop::run() {
         js["tokens_per_s"] = tps;
         js["ms_per_step"] = ms;
         js["peak_bytes"] = backend_->peak_bytes();
+        // Host time waiting for the buckets (MPI/TCP); over NCCL only the time to queue
+        // the compute stream's waits on them.
         if (reducer_) js["comm_wait_ms"] = 1000.0 * window_comm / window_steps;
         metrics_->write(js);
       }

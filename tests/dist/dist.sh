@@ -273,24 +273,27 @@ expect_timeout() {
   fi
 }
 
+# alone_times_out RANK WORLD NAME WHAT PATTERN COMMAND...: one rank of WORLD started
+# alone on a fresh port (PATTERN may use $port) must time out with the error PATTERN.
+alone_times_out() {
+  local rank=$1 world=$2 name=$3 what=$4 pattern=$5 start rc
+  shift 5
+  port=$(free_port)
+  start=$SECONDS
+  launch "$rank" "$world" "$port" "$name" "$@"
+  wait $!
+  rc=$?
+  expect_timeout "$what" "$name" $rc $((SECONDS - start)) "${pattern//\$port/$port}"
+}
+
 case_tcp_timeout() {
-  local port start rc
+  local port start
   # Rank 0 alone in a world of 2.
-  port=$(free_port)
-  start=$SECONDS
-  launch 0 2 "$port" alone0 "$probe" 2
-  wait $!
-  rc=$?
-  expect_timeout "rank 0 names the missing rank 1" alone0 $rc $((SECONDS - start)) \
-    "^error: .*timed out after 2 s.*waiting for rank\(s\) 1 of 2.*arrived: rank\(s\) 0"
+  alone_times_out 0 2 alone0 "rank 0 names the missing rank 1" \
+    "^error: .*timed out after 2 s.*waiting for rank\(s\) 1 of 2.*arrived: rank\(s\) 0" "$probe" 2
   # Rank 1 alone: rank 0 never comes.
-  port=$(free_port)
-  start=$SECONDS
-  launch 1 2 "$port" alone1 "$probe" 2
-  wait $!
-  rc=$?
-  expect_timeout "rank 1 names the unreachable rank 0" alone1 $rc $((SECONDS - start)) \
-    "^error: rank 1: could not reach rank 0 at 127.0.0.1:$port within 2 s"
+  alone_times_out 1 2 alone1 "rank 1 names the unreachable rank 0" \
+    '^error: rank 1: could not reach rank 0 at 127.0.0.1:$port within 2 s' "$probe" 2
   # Ranks 0 and 1 of 3: both fail, both naming rank 2.
   port=$(free_port)
   start=$SECONDS
@@ -309,13 +312,9 @@ case_tcp_timeout() {
   # The same through mhc train: a clear one-line error, no hang.
   make_corpus
   read -ra common < <(base_args)
-  port=$(free_port)
-  start=$SECONDS
-  launch 0 2 "$port" train0 "$mhc" train "${common[@]}" --set dist.timeout_s=2 --run-dir lonely
-  wait $!
-  rc=$?
-  expect_timeout "mhc train: rank 0 alone fails after dist.timeout_s" train0 $rc $((SECONDS - start)) \
-    "^error: bootstrap failed on rank 0: timed out after 2 s \(dist.timeout_s\) waiting for rank\(s\) 1 of 2"
+  alone_times_out 0 2 train0 "mhc train: rank 0 alone fails after dist.timeout_s" \
+    "^error: bootstrap failed on rank 0: timed out after 2 s \(dist.timeout_s\) waiting for rank\(s\) 1 of 2" \
+    "$mhc" train "${common[@]}" --set dist.timeout_s=2 --run-dir lonely
 }
 
 case "$case_name" in

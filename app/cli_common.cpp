@@ -6,6 +6,8 @@
 
 #include <cstdio>
 
+#include "error.h"
+
 namespace mhc::app {
 
 Config resolve_config(const std::vector<std::string>& files, const std::vector<std::string>& sets) {
@@ -24,7 +26,12 @@ std::shared_ptr<spdlog::logger> make_logger(const std::string& name, const std::
   if (quiet) console->set_level(spdlog::level::warn);
   sinks.push_back(console);
   if (!log_file.empty()) {
-    auto file = std::make_shared<spdlog::sinks::basic_file_sink_mt>(log_file, false);
+    std::shared_ptr<spdlog::sinks::basic_file_sink_mt> file;
+    try {
+      file = std::make_shared<spdlog::sinks::basic_file_sink_mt>(log_file, false);
+    } catch (const spdlog::spdlog_ex& e) {
+      fail("cannot open log file '{}': {}", log_file, e.what());
+    }
     file->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%l] %v");
     sinks.push_back(file);
   }
@@ -32,6 +39,16 @@ std::shared_ptr<spdlog::logger> make_logger(const std::string& name, const std::
   logger->set_level(spdlog::level::info);
   logger->flush_on(spdlog::level::info);
   return logger;
+}
+
+void log_to_file_only(spdlog::logger& log, spdlog::level::level_enum level, const std::string& msg) {
+  std::vector<spdlog::sink_ptr> files;
+  for (const auto& sink : log.sinks())
+    if (std::dynamic_pointer_cast<spdlog::sinks::basic_file_sink_mt>(sink)) files.push_back(sink);
+  if (files.empty()) return;
+  spdlog::logger file_only(log.name(), files.begin(), files.end());
+  file_only.log(level, msg);
+  file_only.flush();
 }
 
 void print_config_help() {

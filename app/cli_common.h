@@ -17,6 +17,9 @@ Config resolve_config(const std::vector<std::string>& files, const std::vector<s
 std::shared_ptr<spdlog::logger> make_logger(const std::string& name, const std::string& log_file = "",
                                             bool quiet = false);
 
+// Writes one message to the logger's file sinks only (not the console).
+void log_to_file_only(spdlog::logger& log, spdlog::level::level_enum level, const std::string& msg);
+
 // Prints every config key with its type, default and help.
 void print_config_help();
 

@@ -6,6 +6,7 @@
 #include "bench.h"
 #include "cli_common.h"
 #include "commands.h"
+#include "error.h"
 #include "text_util.h"
 
 namespace mhc::app {
@@ -28,9 +29,11 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--warmup", a->warmup, "untimed steps first");
   cmd->add_option("--json", a->json, "also write the result as JSON to this file");
   cmd->callback([a]() {
+    if (a->steps < 1) fail("--steps {}: must be >= 1", a->steps);
+    if (a->warmup < 0) fail("--warmup {}: must be >= 0", a->warmup);
     const Config cfg = resolve_config(a->configs, a->sets);
     auto log = make_logger("bench");
-    const BenchResult r = run_bench(cfg, std::max(1, a->steps), std::max(0, a->warmup), *log);
+    const BenchResult r = run_bench(cfg, a->steps, a->warmup, *log);
     std::printf("device            %s\n", r.device.c_str());
     std::printf("residual mode     %s (n=%lld)\n", r.mode.c_str(),
                 static_cast<long long>(r.mode == "baseline" ? 1 : cfg.residual.n));

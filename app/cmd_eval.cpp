@@ -7,6 +7,7 @@
 #include "data/shards.h"
 #include "checkpoint.h"
 #include "inference.h"
+#include "error.h"
 #include "tokenizer.h"
 
 namespace mhc::app {
@@ -28,6 +29,7 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--device", a->device, "auto, cpu or cuda");
   cmd->add_option("--threads", a->threads, "CPU threads (0 = all)");
   cmd->callback([a]() {
+    if (a->batches < 0) fail("--batches {}: must be >= 1 (or 0 for train.eval_batches)", a->batches);
     LoadedModel lm = load_trained_model(a->checkpoint, a->device, 1, a->threads);
     const int B = static_cast<int>(lm.cfg.train.micro_batch);
     // The training micro-batch, with training's memory options (chunked classifier): what
@@ -38,6 +40,7 @@ void add_eval_command(CLI::App& app) {
     read_weights(lm.checkpoint_dir + "/model.safetensors", *lm.model);
     const std::string glob = a->data.empty() ? lm.cfg.data.val : a->data;
     ShardSet shards(glob, lm.shape.V, a->data.empty() ? "data.val" : "--data");
+    shards.check_tokenizer(lm.cfg.data.tokenizer, "the checkpoint's data.tokenizer");
     SequenceSampler sampler(shards, lm.shape.T, static_cast<uint64_t>(lm.cfg.run.seed));
     auto tok = make_tokenizer(lm.cfg.data.tokenizer);
     const int batches = a->batches > 0 ? a->batches : static_cast<int>(lm.cfg.train.eval_batches);

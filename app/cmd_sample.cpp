@@ -28,6 +28,7 @@ void add_sample_command(CLI::App& app) {
   cmd->add_option("--device", a->device, "auto, cpu or cuda");
   cmd->add_option("--threads", a->threads, "CPU threads (0 = all)");
   cmd->callback([a]() {
+    validate_generate_options(a->gen);
     LoadedModel lm = load_trained_model(a->checkpoint, a->device, 1, a->threads);
     auto tok = make_tokenizer(lm.cfg.data.tokenizer);
     std::fputs(a->prompt.c_str(), stdout);

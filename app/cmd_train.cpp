@@ -12,6 +12,7 @@
 #include "model_shape.h"
 #include "param_layout.h"
 #include "safetensors.h"
+#include "run_lock.h"
 #include "trainer.h"
 
 namespace mhc::app {
@@ -77,6 +78,8 @@ void add_train_command(CLI::App& app, const AppContext& ctx) {
       print_config_help();
       return;
     }
+    if (args->stop_at_step < 0)
+      fail("--stop-at-step {}: must be >= 1 (or 0, the default, for no stop)", args->stop_at_step);
     Config cfg = resolve_config(args->configs, args->sets);
     if (cfg.run.name.empty()) {
       const std::string stem = args->configs.empty()
@@ -104,22 +107,30 @@ void add_train_command(CLI::App& app, const AppContext& ctx) {
     opts.overwrite = args->overwrite;
     opts.command_line = ctx.command_line;
     opts.stop_requested = ctx.stop_requested;
-    std::string log_file;
-    if (comm.rank() == 0) {
-      std::filesystem::create_directories(opts.run_dir);
-      log_file = opts.run_dir + "/train.log";
-    }
+    // One writer per run directory: the rank that writes takes the lock before anything
+    // is written (train.log included), so a second `mhc train` on it stops right here.
+    RunLock lock;
+    dist::agree(comm, [&] {
+      if (comm.rank() == 0) lock = RunLock(opts.run_dir);
+    });
+    const std::string log_file = comm.rank() == 0 ? opts.run_dir + "/train.log" : "";
     // Only rank 0 logs (warnings and errors from every rank still reach the console).
     auto log = make_logger("train", log_file, comm.rank() != 0);
+    // The run's own record gets the error too (the console line comes from main).
+    auto log_error = [&](const std::exception& e) {
+      if (!log_file.empty()) log_to_file_only(*log, spdlog::level::err, e.what());
+    };
     if (comm.size() > 1 || !comm.trivial()) {
       log->info("data parallel: {} ranks over {}", comm.size(), comm.name());
       log->info("{} ({})", dist.reason, dist.env.describe());
     }
     try {
       train(cfg, opts, comm, log);
-    } catch (const dist::CollectiveError&) {
+    } catch (const dist::CollectiveError& e) {
+      log_error(e);
       throw;  // every rank raised it together: exit cleanly everywhere
     } catch (const std::exception& e) {
+      log_error(e);
       if (comm.size() > 1) {
         // The other ranks may be waiting in a collective for this one: end the job.
         std::fprintf(stderr, "error: rank %d: %s\n", comm.rank(), e.what());

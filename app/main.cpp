@@ -1,7 +1,11 @@
 // mhc: pretraining small transformers with baseline, HC or mHC residual connections.
 // A thin main: subcommands live in cmd_*.cpp, all logic in core/.
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 
 #include "commands.h"
 #include "cli_common.h"
@@ -9,24 +13,40 @@
 
 namespace {
 
-// Signal handlers can only touch a lock-free atomic with static storage: SIGTERM and
-// SIGUSR1 (Slurm preemption) ask the trainer to checkpoint and exit cleanly.
+// Signal handlers can only touch a lock-free atomic with static storage: SIGINT (Ctrl-C),
+// SIGTERM and SIGUSR1 (Slurm preemption) ask the trainer to finish the step, checkpoint
+// and exit cleanly. A second one means "now": the default action (termination) runs.
 std::atomic<bool> g_stop_requested{false};
 
-void on_stop_signal(int) { g_stop_requested.store(true); }
+void on_stop_signal(int sig) {
+  if (g_stop_requested.exchange(true)) {
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+    return;
+  }
+  // write(2) is async-signal-safe; the trainer logs the stop itself at the step's end.
+  static const char msg[] =
+      "\nstop requested: finishing this step, then checkpointing (send it again to abort at once)\n";
+  [[maybe_unused]] ssize_t n = ::write(STDERR_FILENO, msg, sizeof(msg) - 1);
+}
 
 }  // namespace
 
 void install_stop_signals() {
-  std::signal(SIGTERM, on_stop_signal);
-  std::signal(SIGUSR1, on_stop_signal);
+  for (int sig : {SIGINT, SIGTERM, SIGUSR1}) {
+    struct sigaction sa {};
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;  // blocking reads and writes carry on; the loop polls the flag
+    sigaction(sig, &sa, nullptr);
+  }
 }
 
 int main(int argc, char** argv) {
   CLI::App app{"mhc: pretrain small transformers with baseline, HC or mHC residual connections"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("mhc ") + MHC_VERSION);
-  // Only training turns SIGTERM/SIGUSR1 into a graceful stop; other commands keep the
+  // Only training turns SIGINT/SIGTERM/SIGUSR1 into a graceful stop; other commands keep the
   // default (terminate).
   mhc::app::AppContext ctx{mhc::app::join_command_line(argc, argv), &g_stop_requested,
                            install_stop_signals};
@@ -43,6 +63,14 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const mhc::MhcError& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const std::filesystem::filesystem_error& e) {
+    // A file-system failure is the user's environment (permissions, a full disk), not a
+    // bug: say which path and the system's reason.
+    std::string what = e.what();
+    const std::string prefix = "filesystem error: ";
+    if (what.compare(0, prefix.size(), prefix) == 0) what = what.substr(prefix.size());
+    std::fprintf(stderr, "error: %s\n", what.c_str());
     return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "internal error: %s\n", e.what());

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "checksum.h"
 #include "dist/agree.h"
 #include "dist/grad_reducer.h"
 #include "error.h"
@@ -97,6 +98,34 @@ void write_optimizer(const std::string& dir, Model& model, AdamW& opt, int rank,
   w.write(optim_file(dir, rank));
 }
 
+constexpr const char* kStateChecksumKey = "state_xxh3";
+
+// state.json carries a checksum of its own text (without that field), so a flipped byte in
+// it is caught like one in the tensor files; the file must also be exactly our dump, so
+// even a changed space is seen.
+std::string sealed_state_json(nlohmann::ordered_json js) {
+  js.erase(kStateChecksumKey);
+  const std::string body = js.dump(2);
+  js[kStateChecksumKey] = xxh3_hex(body);
+  return js.dump(2) + "\n";
+}
+
+nlohmann::ordered_json read_sealed_state(const std::string& path) {
+  const std::string text = read_text_file(path);
+  nlohmann::ordered_json js;
+  try {
+    js = nlohmann::ordered_json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    fail("'{}' is corrupt: {}", path, e.what());
+  }
+  if (!js.is_object()) fail("'{}' is corrupt: not a JSON object", path);
+  if (!js.contains(kStateChecksumKey) || !js[kStateChecksumKey].is_string())
+    fail("'{}' has no checksum ({}): written by an older mhc or damaged", path, kStateChecksumKey);
+  if (sealed_state_json(js) != text)
+    fail("'{}' is damaged: its checksum does not match its contents", path);
+  return js;
+}
+
 void fsync_dir(const std::string& dir) {
   // Best effort: make the rename durable.
   std::FILE* f = std::fopen(dir.c_str(), "r");
@@ -156,6 +185,14 @@ std::string CheckpointManager::save(Model& model, AdamW& opt, const TrainState& 
     if (opt.sharded() || root_rank) write_optimizer(tmp_dir, model, opt, opt.sharded() ? comm.rank() : 0, comm.size());
     if (!root_rank) return;
     write_weights(tmp_dir + "/model.safetensors", model, cfg, tokenizer);
+    write_file_atomic(tmp_dir + "/config.yaml", config_to_yaml(cfg));
+  });
+  // 3. Everything is on disk: rank 0 publishes the checkpoint.
+  dist::agree(comm, [&] {
+    if (!root_rank) return;
+    for (int r = 0; r < files; ++r)
+      if (!fs::exists(optim_file(tmp_dir, r)))
+        fail("checkpoint '{}' is missing {} after every rank wrote", tmp_dir, optim_file(tmp_dir, r));
     nlohmann::ordered_json js;
     js["format"] = kFormatVersion;
     js["step"] = state.step;
@@ -169,15 +206,16 @@ std::string CheckpointManager::save(Model& model, AdamW& opt, const TrainState& 
     js["optimizer_files"] = files;
     js["config_hash"] = fmt::format("{:016x}", config_hash(cfg));
     js["model_hash"] = fmt::format("{:016x}", model_shape_hash(cfg));
-    write_file_atomic(tmp_dir + "/state.json", js.dump(2) + "\n");
-    write_file_atomic(tmp_dir + "/config.yaml", config_to_yaml(cfg));
-  });
-  // 3. Everything is on disk: rank 0 publishes the checkpoint.
-  dist::agree(comm, [&] {
-    if (!root_rank) return;
-    for (int r = 0; r < files; ++r)
-      if (!fs::exists(optim_file(tmp_dir, r)))
-        fail("checkpoint '{}' is missing {} after every rank wrote", tmp_dir, optim_file(tmp_dir, r));
+    // Sizes and checksums of what is on disk now (read back: what a resume will read).
+    nlohmann::ordered_json sums;
+    std::vector<std::string> names = {"model.safetensors", "config.yaml"};
+    for (int r = 0; r < files; ++r) names.push_back(fs::path(optim_file(tmp_dir, r)).filename().string());
+    for (const auto& f : names) {
+      const FileDigest d = digest_file(tmp_dir + "/" + f);
+      sums[f] = {{"bytes", d.bytes}, {"xxh3", d.xxh3}};
+    }
+    js["files"] = sums;
+    write_file_atomic(tmp_dir + "/state.json", sealed_state_json(js));
     fsync_dir(tmp_dir);
     std::error_code ec;
     fs::remove_all(final_dir, ec);
@@ -196,13 +234,47 @@ std::string CheckpointManager::latest() const {
   return run_dir_ + "/checkpoints/" + trim(read_text_file(file));
 }
 
-void CheckpointManager::prune(const std::string& keep) const {
-  if (keep_last_ <= 0) return;
+std::vector<std::string> CheckpointManager::step_dirs() const {
   std::vector<std::string> names;
-  for (const auto& e : fs::directory_iterator(run_dir_ + "/checkpoints"))
-    if (e.is_directory() && starts_with(e.path().filename().string(), "step_"))
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(run_dir_ + "/checkpoints", ec))
+    if (e.is_directory(ec) && starts_with(e.path().filename().string(), "step_"))
       names.push_back(e.path().filename().string());
   std::sort(names.begin(), names.end());
+  return names;
+}
+
+bool CheckpointManager::has_any() const { return !latest().empty() || !step_dirs().empty(); }
+
+std::string CheckpointManager::latest_intact(std::vector<std::string>& skipped) const {
+  // `latest` first (what an undisturbed run would resume), then the others newest first.
+  std::vector<std::string> candidates;
+  std::string named;
+  try {
+    named = latest();
+  } catch (const MhcError& e) {
+    skipped.push_back(e.what());
+  }
+  if (!named.empty()) candidates.push_back(named);
+  const std::vector<std::string> names = step_dirs();
+  for (auto it = names.rbegin(); it != names.rend(); ++it) {
+    const std::string dir = run_dir_ + "/checkpoints/" + *it;
+    if (dir != named) candidates.push_back(dir);
+  }
+  for (const auto& dir : candidates) {
+    try {
+      verify_checkpoint_files(dir);
+      return dir;
+    } catch (const MhcError& e) {
+      skipped.push_back(e.what());
+    }
+  }
+  return "";
+}
+
+void CheckpointManager::prune(const std::string& keep) const {
+  if (keep_last_ <= 0) return;
+  const std::vector<std::string> names = step_dirs();
   const int excess = static_cast<int>(names.size()) - keep_last_;
   for (int i = 0; i < excess; ++i)
     if (names[i] != keep) fs::remove_all(run_dir_ + "/checkpoints/" + names[i]);
@@ -231,12 +303,7 @@ Config checkpoint_config(const std::string& ckpt_dir) {
 
 TrainState read_train_state(const std::string& ckpt_dir) {
   const std::string path = ckpt_dir + "/state.json";
-  nlohmann::json js;
-  try {
-    js = nlohmann::json::parse(read_text_file(path));
-  } catch (const nlohmann::json::exception& e) {
-    fail("'{}' is corrupt: {}", path, e.what());
-  }
+  const nlohmann::ordered_json js = read_sealed_state(path);
   TrainState s;
   try {
     if (js.at("format").get<std::string>() != kFormatVersion)
@@ -254,7 +321,38 @@ TrainState read_train_state(const std::string& ckpt_dir) {
   return s;
 }
 
+void verify_checkpoint_files(const std::string& ckpt_dir) {
+  const std::string state_path = ckpt_dir + "/state.json";
+  const nlohmann::ordered_json js = read_sealed_state(state_path);
+  if (!js.contains("files") || !js["files"].is_object() || !js["files"].contains("model.safetensors"))
+    fail("'{}' lists no file checksums", state_path);
+  for (const auto& [name, want] : js["files"].items()) {
+    if (name.find('/') != std::string::npos || name.empty() || name[0] == '.')
+      fail("'{}' names an unexpected file '{}'", state_path, name);
+    const std::string path = ckpt_dir + "/" + name;
+    std::error_code ec;
+    if (!fs::is_regular_file(path, ec))
+      fail("checkpoint '{}' is damaged: {} is missing", ckpt_dir, name);
+    int64_t bytes = -1;
+    std::string sum;
+    try {
+      bytes = want.at("bytes").get<int64_t>();
+      sum = want.at("xxh3").get<std::string>();
+    } catch (const nlohmann::json::exception&) {
+      fail("'{}' has a malformed entry for {}", state_path, name);
+    }
+    const FileDigest d = digest_file(path);
+    if (d.bytes != bytes)
+      fail("checkpoint '{}' is damaged: {} is {} bytes, state.json records {}", ckpt_dir, name,
+           d.bytes, bytes);
+    if (d.xxh3 != sum)
+      fail("checkpoint '{}' is damaged: {} has checksum {}, state.json records {}", ckpt_dir, name,
+           d.xxh3, sum);
+  }
+}
+
 void validate_checkpoint(const std::string& ckpt_dir, const Config& cfg) {
+  verify_checkpoint_files(ckpt_dir);
   const Config saved = checkpoint_config(ckpt_dir);
   const auto diffs = config_differences(saved, cfg, {"model.", "residual."});
   if (!diffs.empty()) {

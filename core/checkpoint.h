@@ -3,7 +3,9 @@
 //   <run>/checkpoints/latest   (names the newest complete checkpoint)
 // A checkpoint is written into a temporary directory, flushed, renamed into place, and
 // only then does `latest` move (atomically), so a crash never leaves a half checkpoint
-// where a resume would find it. Weights are stored under their export names.
+// where a resume would find it. Weights are stored under their export names. state.json,
+// written last, records every other file's size and XXH3 checksum plus its own, and
+// every load (resume, eval, sample, export, inspect) verifies them.
 //
 // Data parallel: save() is collective. Rank 0 prepares the temporary directory; then
 // rank 0 writes the weights, state and config, and the optimizer state is written by
@@ -55,9 +57,15 @@ class CheckpointManager {
                    const std::string& tokenizer, Communicator& comm);
   // The newest complete checkpoint of this run, or "" when there is none.
   std::string latest() const;
+  // `latest` when its files match their checksums, else the newest step_* that does; ""
+  // when none does. Each damaged checkpoint passed over is described in `skipped`.
+  std::string latest_intact(std::vector<std::string>& skipped) const;
+  // Whether the run has any checkpoint directory (intact or not).
+  bool has_any() const;
 
  private:
   void prune(const std::string& keep) const;
+  std::vector<std::string> step_dirs() const;  // step_* names, oldest first
   std::string run_dir_;
   int keep_last_;
 };
@@ -68,6 +76,9 @@ std::string resolve_checkpoint(const std::string& path);
 // The resolved config stored with a checkpoint.
 Config checkpoint_config(const std::string& ckpt_dir);
 TrainState read_train_state(const std::string& ckpt_dir);
+// Checks every file against the sizes and XXH3 checksums state.json records (and
+// state.json against its own checksum); MhcError naming the damaged file otherwise.
+void verify_checkpoint_files(const std::string& ckpt_dir);
 // Checks, without loading into a model, that a checkpoint is complete and readable and
 // holds the config's model shape; MhcError naming the problem otherwise.
 void validate_checkpoint(const std::string& ckpt_dir, const Config& cfg);

@@ -6,7 +6,9 @@
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <set>
 #include <functional>
 #include <sstream>
 #include <stdexcept>
@@ -280,8 +282,12 @@ void apply_node(Config& cfg, const YAML::Node& node, const std::string& prefix,
     if (prefix.empty() && node.IsNull()) return;
     fail("{}: {} must be a mapping of keys", origin, prefix.empty() ? "the top level" : prefix);
   }
+  std::set<std::string> seen;  // YAML parsers keep both copies of a repeated key
   for (const auto& item : node) {
     std::string key = (prefix.empty() ? "" : prefix + ".") + item.first.as<std::string>();
+    if (!seen.insert(key).second)
+      fail("{}: key '{}' appears twice (line {}); each key may be given once", origin, key,
+           item.first.Mark().line + 1);
     if (const Field* f = find_field(key)) {
       f->set(cfg, item.second, origin);
     } else if (is_section(key)) {
@@ -322,6 +328,9 @@ void apply_config_text(Config& cfg, const std::string& yaml_text, const std::str
 }
 
 void apply_config_file(Config& cfg, const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    fail("config file '{}' is a directory; -c takes a YAML file", path);
   std::ifstream in(path);
   if (!in) fail("config file '{}' cannot be read", path);
   std::stringstream ss;

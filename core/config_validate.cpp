@@ -63,11 +63,17 @@ void validate_config(const Config& cfg) {
   require_positive(t.micro_batch, "train.micro_batch");
   if (t.grad_accum < 0) fail("config: train.grad_accum must be >= 0, got {}", t.grad_accum);
   if (t.batch_size < 0) fail("config: train.batch_size must be >= 0, got {}", t.batch_size);
-  if (t.steps < 0) fail("config: train.steps must be >= 0, got {}", t.steps);
+  if (t.steps < 1) fail("config: train.steps must be >= 1, got {}", t.steps);
   if (t.threads < 0) fail("config: train.threads must be >= 0, got {}", t.threads);
   require_non_negative(t.lr, "train.lr");
   require_non_negative(t.min_lr, "train.min_lr");
   if (t.warmup < 0) fail("config: train.warmup must be >= 0, got {}", t.warmup);
+  if (t.warmup > t.steps)
+    fail("config: train.warmup={} is more than train.steps={}; warmup must be in [0, steps]",
+         t.warmup, t.steps);
+  if (t.min_lr > t.lr)
+    fail("config: train.min_lr={} is above train.lr={}; min_lr must be in [0, lr]", t.min_lr,
+         t.lr);
   if (t.decay_frac < 0 || t.decay_frac > 1)
     fail("config: train.decay_frac must be in [0, 1], got {}", t.decay_frac);
   if (t.step_ratios.size() != t.step_factors.size())

@@ -13,8 +13,12 @@ namespace mhc {
 
 LoadedModel load_trained_model(const std::string& path, const std::string& device, int max_batch,
                                int threads) {
+  if (device != "auto" && device != "cpu" && device != "cuda")
+    fail("--device '{}' is not one of auto, cpu, cuda", device);
+  if (threads < 0) fail("--threads {}: must be >= 0 (0 = all cores)", threads);
   LoadedModel lm;
   lm.checkpoint_dir = resolve_checkpoint(path);
+  verify_checkpoint_files(lm.checkpoint_dir);
   lm.cfg = checkpoint_config(lm.checkpoint_dir);
   lm.cfg.train.device = device;
   lm.cfg.train.threads = threads;
@@ -25,6 +29,13 @@ LoadedModel load_trained_model(const std::string& path, const std::string& devic
   lm.model = std::make_unique<Model>(*lm.backend, lm.shape, *lm.layout, max_batch);
   read_weights(lm.checkpoint_dir + "/model.safetensors", *lm.model);
   return lm;
+}
+
+void validate_generate_options(const GenerateOptions& o) {
+  if (o.max_new_tokens < 0) fail("--max-new-tokens {}: must be >= 0", o.max_new_tokens);
+  if (!(o.temperature >= 0) || !std::isfinite(o.temperature))
+    fail("--temperature {}: must be a finite number >= 0 (0 = greedy)", o.temperature);
+  if (o.top_k < 0) fail("--top-k {}: must be >= 0 (0 = no cut-off)", o.top_k);
 }
 
 namespace {
@@ -57,6 +68,7 @@ int sample_token(std::vector<double> logits, int V, const GenerateOptions& o, Se
 std::string generate(Model& model, const Tokenizer& tok, const std::string& prompt,
                      const GenerateOptions& o, const std::function<void(const std::string&)>& on_text) {
   const ModelShape& s = model.shape();
+  validate_generate_options(o);
   std::vector<int32_t> ctx = tok.encode(prompt.empty() ? std::string("\n") : prompt);
   for (int32_t t : ctx)
     if (t >= s.V) fail("the prompt has token {} outside the model's vocabulary of {}", t, s.V);
@@ -76,7 +88,9 @@ std::string generate(Model& model, const Tokenizer& tok, const std::string& prom
     model.forward(window.data(), nullptr, 1, padded, 0.0f);
     model.backend().download(model.logits().slice(static_cast<int64_t>(len - 1) * s.Vp, s.Vp),
                              row.data());
-    const int next = sample_token(row, s.V, o, rng);
+    // Only ids the tokenizer can print: a model whose vocabulary is padded beyond it would
+    // otherwise emit ids that decode to nothing.
+    const int next = sample_token(row, std::min(s.V, tok.vocab_size()), o, rng);
     ctx.push_back(next);
     generated.push_back(next);
     if (on_text) on_text(tok.decode({next}));

@@ -22,7 +22,8 @@ struct LoadedModel {
 };
 
 // path: a checkpoint directory or a run directory (its latest checkpoint).
-// device: auto|cpu|cuda. The model is allocated for max_batch sequences.
+// device: auto|cpu|cuda. The model is allocated for max_batch sequences. The checkpoint's
+// files are verified against their recorded checksums first.
 LoadedModel load_trained_model(const std::string& path, const std::string& device, int max_batch,
                                int threads = 0);
 
@@ -32,6 +33,9 @@ struct GenerateOptions {
   int top_k = 40;            // 0 = no cut-off
   uint64_t seed = 1;
 };
+
+// MhcError naming the flag when an option is out of range.
+void validate_generate_options(const GenerateOptions& options);
 
 // Generates continuation tokens of `prompt`; on_text receives each new token's text.
 std::string generate(Model& model, const Tokenizer& tok, const std::string& prompt,

@@ -1,16 +1,21 @@
 #include "metrics.h"
 
+#include <cerrno>
+#include <cstring>
+
 #include "error.h"
 
 namespace mhc {
 
 MetricsWriter::MetricsWriter(const std::string& path) : out_(path, std::ios::app) {
-  if (!out_) fail("cannot open '{}' for writing", path);
+  if (!out_) fail("cannot open '{}' for writing: {}", path, std::strerror(errno));
+  path_ = path;
 }
 
 void MetricsWriter::write(const nlohmann::ordered_json& object) {
   out_ << object.dump() << '\n';
   out_.flush();
+  if (!out_) fail("cannot write to '{}': {}", path_, std::strerror(errno));
 }
 
 nlohmann::ordered_json amax_json(const AmaxGain& g) {

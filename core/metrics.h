@@ -18,6 +18,7 @@ class MetricsWriter {
 
  private:
   std::ofstream out_;
+  std::string path_;
 };
 
 nlohmann::ordered_json amax_json(const AmaxGain& g);

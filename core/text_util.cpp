@@ -1,10 +1,13 @@
 #include "text_util.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cstring>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -83,28 +86,44 @@ std::string closest_match(const std::string& word, const std::vector<std::string
 
 std::string read_text_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) fail("cannot read '{}'", path);
+  if (!in) fail("cannot read '{}': {}", path, std::strerror(errno));
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
 }
 
 void write_file_atomic(const std::string& path, const std::string& content) {
-  std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) fail("cannot write '{}'", tmp);
+  // Checked first: renaming a file over a directory fails only after the temporary file
+  // exists, which would then be left behind.
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+    fail("cannot write '{}': it is a directory", path);
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) fail("cannot write '{}': {}", tmp, std::strerror(errno));
+  auto give_up = [&](const char* what, int err) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    fail("{} '{}' failed: {}", what, tmp, std::strerror(err));
+  };
   size_t done = 0;
   while (done < content.size()) {
-    ssize_t w = ::write(fd, content.data() + done, content.size() - done);
-    if (w <= 0) {
-      ::close(fd);
-      fail("write to '{}' failed (disk full?)", tmp);
-    }
+    const ssize_t w = ::write(fd, content.data() + done, content.size() - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) give_up("write to", w < 0 ? errno : ENOSPC);
     done += static_cast<size_t>(w);
   }
-  ::fsync(fd);
-  ::close(fd);
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) fail("cannot rename '{}' to '{}'", tmp, path);
+  if (::fsync(fd) != 0) give_up("fsync of", errno);
+  if (::close(fd) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    fail("write to '{}' failed: {}", tmp, std::strerror(err));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    fail("cannot rename '{}' to '{}': {}", tmp, path, std::strerror(err));
+  }
 }
 
 }  // namespace mhc

@@ -88,6 +88,27 @@ void truncate_metrics(const std::string& path, int64_t step) {
   write_file_atomic(path, kept);
 }
 
+// Keys whose change would silently make a resumed run something else: the learning-rate
+// schedule, the optimizer's constants, the data order and the tokenizer. (model.* and
+// residual.* are refused by validate_checkpoint.)
+const std::vector<std::string> kFixedOnResume = {
+    "train.lr", "train.min_lr", "train.warmup", "train.schedule", "train.decay_frac",
+    "train.step_ratios", "train.step_factors", "train.beta1", "train.beta2", "train.eps",
+    "train.weight_decay", "train.grad_clip", "run.seed", "data.tokenizer"};
+
+// Refuses a changed fixed key; returns the other changed keys ("key: old vs new"), which a
+// resume accepts (e.g. more train.steps) and announces.
+std::vector<std::string> check_resume_config(const Config& saved, const Config& now) {
+  const auto fixed = config_differences(saved, now, kFixedOnResume);
+  if (!fixed.empty())
+    fail("cannot resume with a changed {} [checkpoint vs now]; these keys must stay as the run "
+         "started (start a new run, or --overwrite)", fixed.front());
+  std::vector<std::string> changed;
+  for (const auto& d : config_differences(saved, now, {"run.", "data.", "train.", "dist."}))
+    if (!starts_with(d, "run.name:") && !starts_with(d, "run.dir:")) changed.push_back(d);
+  return changed;
+}
+
 class TrainLoop {
  public:
   TrainLoop(const Config& cfg, const TrainOptions& opts, Communicator& comm,
@@ -128,6 +149,7 @@ class TrainLoop {
   std::string run_dir_;
   int64_t accum_ = 1, global_batch_ = 0;
   int64_t saved_step_ = -1;  // step of the newest checkpoint of this run
+  std::vector<std::string> resume_changes_;  // accepted config changes since the checkpoint
   int B_ = 0, T_ = 0;
 };
 
@@ -226,22 +248,36 @@ TrainResult TrainLoop::run() {
     global_batch_ = t.micro_batch * accum_ * comm_.size();
     train_shards_ = std::make_unique<ShardSet>(cfg_.data.train, shape_.V, "data.train");
     val_shards_ = std::make_unique<ShardSet>(cfg_.data.val, shape_.V, "data.val");
+    train_shards_->check_tokenizer(cfg_.data.tokenizer, "data.tokenizer");
+    val_shards_->check_tokenizer(cfg_.data.tokenizer, "data.tokenizer");
     train_sampler_ = std::make_unique<SequenceSampler>(*train_shards_, T_, cfg_.run.seed);
     val_sampler_ = std::make_unique<SequenceSampler>(*val_shards_, T_, cfg_.run.seed);
     run_dir_ = opts_.run_dir.empty() ? default_run_dir(cfg_) : opts_.run_dir;
     ckpt_ = std::make_unique<CheckpointManager>(run_dir_, static_cast<int>(t.keep_last));
     if (comm_.rank() != 0) return;
     // Rank 0 decides what to resume from (the others follow, below).
-    if (opts_.resume == "auto")
-      resume_from = ckpt_->latest();
-    else if (!opts_.resume.empty())
+    if (opts_.resume == "auto") {
+      // A damaged newest checkpoint (a bit flip, a truncated copy) is passed over for the
+      // newest intact one, loudly; none intact at all is an error, not a fresh start.
+      std::vector<std::string> skipped;
+      resume_from = ckpt_->latest_intact(skipped);
+      if (resume_from.empty() && !skipped.empty())
+        fail("--resume auto: no intact checkpoint in '{}/checkpoints' ({} damaged; the newest: "
+             "{}); use --overwrite to start over", run_dir_, skipped.size(), skipped.front());
+      for (const auto& why : skipped) log_->warn("--resume auto: skipping {}", why);
+      if (!skipped.empty()) log_->warn("--resume auto: resuming from {} instead", resume_from);
+    } else if (!opts_.resume.empty()) {
       resume_from = resolve_checkpoint(opts_.resume);
-    if (!resume_from.empty()) validate_checkpoint(resume_from, cfg_);
-    had_checkpoints = !ckpt_->latest().empty();
+    }
+    if (!resume_from.empty()) {
+      validate_checkpoint(resume_from, cfg_);
+      resume_changes_ = check_resume_config(checkpoint_config(resume_from), cfg_);
+    }
+    had_checkpoints = ckpt_->has_any();
     if (resume_from.empty() && had_checkpoints && !opts_.overwrite)
-      fail("run directory '{}' already has checkpoints (latest {}); use --resume auto to "
-           "continue it, --overwrite to start over, or another --run-dir or run.name",
-           run_dir_, ckpt_->latest());
+      fail("run directory '{}' already has checkpoints{}; use --resume auto to continue it, "
+           "--overwrite to start over, or another --run-dir or run.name",
+           run_dir_, ckpt_->latest().empty() ? "" : " (latest " + ckpt_->latest() + ")");
   });
   dist::broadcast_string(comm_, resume_from, 0);
   {
@@ -298,6 +334,8 @@ TrainResult TrainLoop::run() {
     result.last_checkpoint = resume_from;
     saved_step_ = state_.step;
     log_->info("resumed from {} at step {}", resume_from, state_.step);
+    for (const auto& c : resume_changes_)
+      log_->info("resume: config changed since the checkpoint: {} [checkpoint vs now]", c);
   } else if (had_checkpoints) {
     comm_.barrier();
     if (comm_.rank() == 0) fs::remove_all(run_dir_ + "/checkpoints");
@@ -313,6 +351,13 @@ TrainResult TrainLoop::run() {
       truncate_metrics(metrics_path, state_.step);
     }
     metrics_ = std::make_unique<MetricsWriter>(metrics_path);
+    if (!resume_changes_.empty()) {
+      nlohmann::ordered_json js;
+      js["type"] = "resume";
+      js["step"] = state_.step;
+      js["config_changes"] = resume_changes_;
+      metrics_->write(js);
+    }
   }
 
   const int64_t params = layout_.total;
@@ -354,7 +399,8 @@ TrainResult TrainLoop::run() {
   const bool sharded = this->sharded();
   while (step < t.steps) {
     if (stop_agreed || (comm_.size() == 1 && opts_.stop_requested && opts_.stop_requested->load())) {
-      log_->warn("stop requested: checkpointing at step {} and exiting", step);
+      log_->warn("stop requested (Ctrl-C, SIGTERM or SIGUSR1): checkpointing at step {} and "
+                 "exiting; a second signal aborts at once", step);
       result.stopped_early = true;
       break;
     }

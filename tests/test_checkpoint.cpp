@@ -377,13 +377,42 @@ TEST(Checkpoint, TruncatedWeightsInsideACheckpointAreAnError) {
     const std::string bytes = read_file_bytes(path);
     write_file_bytes(path, bytes.substr(0, bytes.size() - 5));
     Trained b(cfg, 1);
-    expect_mhc_error([&] { restore_checkpoint(ckpt, cfg, b.model, b.opt); }, {path, "truncated"});
+    // The recorded size catches it before the file is parsed.
+    expect_mhc_error([&] { restore_checkpoint(ckpt, cfg, b.model, b.opt); },
+                     {ckpt, std::string(file) + " is ", "bytes, state.json records"});
     write_file_bytes(path, bytes);
   }
   // Corrupt state.json is named too.
   write_file_bytes(ckpt + "/state.json", "{\"format\": ");
   Trained b(cfg, 1);
   expect_mhc_error([&] { restore_checkpoint(ckpt, cfg, b.model, b.opt); }, {"state.json"});
+}
+
+TEST(Checkpoint, AFlippedByteInAnyFileIsCaughtAndLatestIntactFallsBack) {
+  ScratchDir dir;
+  const Config cfg = checkpoint_cfg();
+  Trained a(cfg, 7);
+  CheckpointManager mgr(dir.path(), 0);
+  const std::string older = mgr.save(a.model, a.opt, state_at(1), cfg, "byte");
+  const std::string newer = mgr.save(a.model, a.opt, state_at(2), cfg, "byte");
+  std::vector<std::string> skipped;
+  EXPECT_EQ(mgr.latest_intact(skipped), newer);
+  EXPECT_TRUE(skipped.empty());
+  for (const char* file : {"model.safetensors", "optim_rank00000.safetensors", "config.yaml", "state.json"}) {
+    SCOPED_TRACE(file);
+    const std::string path = newer + "/" + file;
+    const std::string bytes = read_file_bytes(path);
+    std::string flipped = bytes;
+    flipped[flipped.size() / 2] ^= 0x04;
+    write_file_bytes(path, flipped);
+    expect_mhc_error([&] { verify_checkpoint_files(newer); }, {file});
+    skipped.clear();
+    EXPECT_EQ(mgr.latest_intact(skipped), older);
+    ASSERT_EQ(skipped.size(), 1u);
+    EXPECT_NE(skipped[0].find("step_00000002"), std::string::npos) << skipped[0];
+    write_file_bytes(path, bytes);
+    EXPECT_NO_THROW(verify_checkpoint_files(newer));
+  }
 }
 
 }  // namespace

@@ -352,7 +352,7 @@ TEST(DataPrepare, ByteShardsDecodeToDocuments) {
                             "doc" + std::to_string(100 + i) + ".txt";
     std::string text;
     for (int j = 0; j < 50 + 7 * i; ++j)
-      text.push_back(static_cast<char>((i * 31 + j * 7) % 256));
+      text.push_back(static_cast<char>(1 + (i * 31 + j * 7) % 255));  // no NUL: prepare takes text
     write_bytes(in.file(rel), text);
     docs.emplace_back(in.file(rel), text);
   }
@@ -443,7 +443,8 @@ TEST(DataPrepare, AllDocumentsInValFallBackToTail) {
   TempDir in, out;
   std::string stream;
   for (int i = 0; i < 3; ++i) {
-    const std::string text(2000, static_cast<char>('a' + i));
+    // Long enough that the 1% tail left for training still fills a window.
+    const std::string text(20000, static_cast<char>('a' + i));
     write_bytes(in.file("d" + std::to_string(i)), text);
     stream += text + "\n\n";
   }
@@ -461,7 +462,7 @@ TEST(DataPrepare, AllDocumentsInValFallBackToTail) {
 
 TEST(DataPrepare, ZeroValFractionWritesNoValidation) {
   TempDir in, out;
-  write_bytes(in.file("a.txt"), "hello");
+  write_bytes(in.file("a.txt"), std::string(98, 'h'));
   mhc::PrepareOptions opt;
   opt.inputs = {in.file("a.txt")};
   opt.output_dir = out.path();
@@ -469,7 +470,7 @@ TEST(DataPrepare, ZeroValFractionWritesNoValidation) {
   opt.val_fraction = 0.0;
   const auto r = mhc::prepare_corpus(opt);
   EXPECT_EQ(r.val_tokens, 0);
-  EXPECT_EQ(r.train_tokens, 7);
+  EXPECT_EQ(r.train_tokens, 100);
   EXPECT_EQ(r.files_written, std::vector<std::string>{out.file("z_train_000000.bin")});
 }
 
@@ -497,6 +498,43 @@ TEST(DataPrepare, EmptyInputDirectoryIsAnError) {
   opt.output_dir = out.file("x");
   expect_error([&] { mhc::prepare_corpus(opt); }, {in.path(), "no input files"});
   EXPECT_FALSE(fs::exists(out.file("x")));
+}
+
+TEST(DataPrepare, BinaryAndTooSmallInputsAreErrors) {
+  TempDir in, out;
+  write_bytes(in.file("prog"), std::string("\x7f" "ELF\x02\x01\x01\0\0\0", 10) + std::string(500, 'x'));
+  mhc::PrepareOptions opt;
+  opt.inputs = {in.file("prog")};
+  opt.output_dir = out.file("x");
+  expect_error([&] { mhc::prepare_corpus(opt); }, {in.file("prog"), "not text", "offset 7"});
+  // Three empty files: 6 tokens of blank lines.
+  fs::create_directories(in.file("empty"));
+  for (const char* f : {"e1", "e2", "e3"}) write_bytes(in.file(std::string("empty/") + f), "");
+  opt.inputs = {in.file("empty")};
+  expect_error([&] { mhc::prepare_corpus(opt); }, {"train", "val tokens", "at least 65"});
+  // One short document: its tail would be a validation shard of a few tokens.
+  write_bytes(in.file("one.txt"), std::string(200, 'a'));
+  opt.inputs = {in.file("one.txt")};
+  expect_error([&] { mhc::prepare_corpus(opt); }, {"1 input documents", "at least 65"});
+  EXPECT_FALSE(fs::exists(out.file("x")));
+}
+
+TEST(DataPrepare, ShardsRecordTheirTokenizer) {
+  TempDir dir;
+  mhc::write_shard(dir.file("t_000000.bin"), iota_tokens(300, 256), "byte");
+  mhc::write_shard(dir.file("u_000000.bin"), iota_tokens(300, 256));  // like llm.c's
+  EXPECT_EQ(mhc::Shard(dir.file("t_000000.bin"), 256).tokenizer(), "byte");
+  EXPECT_EQ(mhc::Shard(dir.file("u_000000.bin"), 256).tokenizer(), "");
+  mhc::ShardSet recorded(dir.file("t_*.bin"), 65536, "data.train");
+  EXPECT_NO_THROW(recorded.check_tokenizer("byte", "data.tokenizer"));
+  expect_error([&] { recorded.check_tokenizer("gpt2", "data.tokenizer"); },
+               {"t_000000.bin", "byte tokenizer", "data.tokenizer is 'gpt2'"});
+  // Unrecorded shards: tokens beyond the tokenizer's vocabulary give it away.
+  mhc::write_shard(dir.file("g_000000.bin"), iota_tokens(300, 50257, 40000));
+  mhc::ShardSet gpt2(dir.file("g_*.bin"), 65536, "data.train");
+  EXPECT_NO_THROW(gpt2.check_tokenizer("gpt2", "data.tokenizer"));
+  expect_error([&] { gpt2.check_tokenizer("byte", "data.tokenizer"); },
+               {"g_000000.bin", "beyond the byte tokenizer's 256 tokens"});
 }
 
 TEST(DataPrepare, MissingInputIsAnError) {

@@ -24,6 +24,9 @@ namespace fs = std::filesystem;
 // used instead, at least this long so a typical seq_len + 1 window fits, but never more
 // than a quarter of the corpus.
 constexpr int64_t kMinTailValTokens = 1025;
+// Fewer tokens than this in a split cannot fill one window of even a tiny model (64-token
+// context + 1): such shards would only fail later, in training, so prepare refuses them.
+constexpr int64_t kMinSplitTokens = 65;
 
 struct Document {
   std::string path;  // as found, for reading and error messages
@@ -83,7 +86,8 @@ std::vector<Document> collect_documents(const std::vector<std::string>& inputs,
 // Splits `tokens` into the fewest shards of at most `max_tokens`, of near-equal size (so
 // no shard is a tiny remainder), and writes them as <dir>/<name>_<split>_%06d.bin.
 void write_split(const std::vector<uint16_t>& tokens, int64_t max_tokens, const fs::path& dir,
-                 const std::string& name, const std::string& split, PrepareReport& report) {
+                 const std::string& name, const std::string& split, const std::string& tokenizer,
+                 PrepareReport& report) {
   const auto total = static_cast<int64_t>(tokens.size());
   if (total == 0) return;
   const int64_t n_shards = (total + max_tokens - 1) / max_tokens;
@@ -93,7 +97,7 @@ void write_split(const std::vector<uint16_t>& tokens, int64_t max_tokens, const 
     std::snprintf(file, sizeof(file), "_%s_%06lld.bin", split.c_str(),
                   static_cast<long long>(i));
     const std::string path = (dir / (name + file)).string();
-    write_shard(path, std::vector<uint16_t>(tokens.begin() + begin, tokens.begin() + end));
+    write_shard(path, std::vector<uint16_t>(tokens.begin() + begin, tokens.begin() + end), tokenizer);
     report.files_written.push_back(path);
   }
 }
@@ -171,6 +175,11 @@ PrepareReport prepare_corpus(const PrepareOptions& options) {
   std::vector<uint16_t> train, val;
   for (const auto& doc : docs) {
     std::string text = read_text_file(doc.path);
+    // Text never holds NUL bytes; an executable, image or archive almost always does.
+    const size_t nul = text.find('\0');
+    if (nul != std::string::npos)
+      fail("prepare: input '{}' is not text (a NUL byte at offset {}); give text files", doc.path,
+           nul);
     report.bytes += static_cast<int64_t>(text.size());
     text += "\n\n";
     const bool to_val = uniform01(hash_string(doc.rel), 0) < options.val_fraction;
@@ -196,11 +205,16 @@ PrepareReport prepare_corpus(const PrepareOptions& options) {
     fail("prepare: {} input documents hold only {} tokens, too few to split into training and "
          "validation data",
          report.documents, val.size());
+  if (static_cast<int64_t>(train.size()) < kMinSplitTokens ||
+      (options.val_fraction > 0.0 && static_cast<int64_t>(val.size()) < kMinSplitTokens))
+    fail("prepare: {} input documents give {} train and {} val tokens; each split needs at least "
+         "{} (one window of a 64-token context): give more text",
+         report.documents, train.size(), val.size(), kMinSplitTokens);
 
   fs::create_directories(out_dir, ec);
   if (ec) fail("prepare: cannot create output directory '{}': {}", out_dir.string(), ec.message());
-  write_split(train, options.shard_tokens, out_dir, name, "train", report);
-  write_split(val, options.shard_tokens, out_dir, name, "val", report);
+  write_split(train, options.shard_tokens, out_dir, name, "train", tokenizer->name(), report);
+  write_split(val, options.shard_tokens, out_dir, name, "val", tokenizer->name(), report);
   remove_stale_shards(out_dir, name, report.files_written);
   report.train_tokens = static_cast<int64_t>(train.size());
   report.val_tokens = static_cast<int64_t>(val.size());

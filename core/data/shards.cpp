@@ -42,7 +42,25 @@ void write_all(int fd, const void* data, size_t bytes, const std::string& path) 
 
 }  // namespace
 
-void write_shard(const std::string& path, const std::vector<uint16_t>& tokens) {
+namespace {
+
+struct KnownTokenizer {
+  const char* name;
+  int32_t id;
+  int32_t vocab;
+};
+constexpr KnownTokenizer kKnownTokenizers[] = {{"byte", 1, 256}, {"gpt2", 2, 50257}};
+
+}  // namespace
+
+int known_tokenizer_vocab(const std::string& tokenizer) {
+  for (const auto& k : kKnownTokenizers)
+    if (tokenizer == k.name) return k.vocab;
+  fail("unknown tokenizer '{}' (known: byte, gpt2)", tokenizer);
+}
+
+void write_shard(const std::string& path, const std::vector<uint16_t>& tokens,
+                 const std::string& tokenizer) {
   // An empty shard would be unreadable (the reader requires count > 0).
   if (tokens.empty()) fail("cannot write data shard '{}': no tokens", path);
   if (tokens.size() > static_cast<size_t>(std::numeric_limits<int32_t>::max()))
@@ -52,6 +70,12 @@ void write_shard(const std::string& path, const std::vector<uint16_t>& tokens) {
   header[0] = kShardMagic;
   header[1] = kShardVersion;
   header[2] = static_cast<int32_t>(tokens.size());
+  for (const auto& k : kKnownTokenizers)
+    if (tokenizer == k.name) {
+      header[3] = kShardTokenizerTag;
+      header[4] = k.id;
+      header[5] = k.vocab;
+    }
 
   const std::string tmp = path + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -122,11 +146,18 @@ Shard::Shard(const std::string& path, int vocab_size) : path_(path) {
                        "bytes (truncated or corrupt)",
                        path, file_bytes, count, expected));
 
+  if (header[3] == kShardTokenizerTag) {
+    for (const auto& k : kKnownTokenizers)
+      if (header[4] == k.id) tokenizer_ = k.name;
+    if (tokenizer_.empty())
+      reject(fmt::format("data shard '{}' records an unknown tokenizer id {}", path, header[4]));
+  }
   tokens_ = reinterpret_cast<const uint16_t*>(static_cast<const char*>(map_) + kHeaderBytes);
   count_ = count;
   // One pass for the maximum; the position is looked up only when it is out of range.
   uint16_t max_token = 0;
   for (int64_t i = 0; i < count_; ++i) max_token = std::max(max_token, tokens_[i]);
+  max_token_ = max_token;
   if (static_cast<int>(max_token) >= vocab_size) {
     const int64_t at = std::find_if(tokens_, tokens_ + count_,
                                     [&](uint16_t t) { return t >= vocab_size; }) -
@@ -147,7 +178,9 @@ Shard::Shard(Shard&& other) noexcept
       map_(other.map_),
       map_bytes_(other.map_bytes_),
       tokens_(other.tokens_),
-      count_(other.count_) {
+      count_(other.count_),
+      tokenizer_(std::move(other.tokenizer_)),
+      max_token_(other.max_token_) {
   other.map_ = nullptr;
   other.map_bytes_ = 0;
   other.tokens_ = nullptr;
@@ -172,6 +205,21 @@ ShardSet::ShardSet(const std::string& glob_pattern, int vocab_size,
   std::sort(paths.begin(), paths.end());
   shards_.reserve(paths.size());
   for (const auto& p : paths) shards_.emplace_back(p, vocab_size);
+}
+
+void ShardSet::check_tokenizer(const std::string& tokenizer, const std::string& config_key) const {
+  const int vocab = known_tokenizer_vocab(tokenizer);
+  for (const auto& s : shards_) {
+    if (!s.tokenizer().empty() && s.tokenizer() != tokenizer)
+      fail("data shard '{}' was prepared with the {} tokenizer, but {} is '{}'; {}", s.path(),
+           s.tokenizer(), config_key, tokenizer,
+           config_key == "data.tokenizer" ? "set data.tokenizer: " + s.tokenizer()
+                                          : "give data prepared with the " + tokenizer + " tokenizer");
+    if (s.max_token() >= vocab)
+      fail("data shard '{}' holds token {}, beyond the {} tokenizer's {} tokens ({}): it was "
+           "made with another tokenizer",
+           s.path(), s.max_token(), tokenizer, vocab, config_key);
+  }
 }
 
 int64_t ShardSet::total_tokens() const {

@@ -11,9 +11,16 @@ namespace mhc {
 constexpr int32_t kShardMagic = 20240520;
 constexpr int32_t kShardVersion = 1;
 constexpr int kShardHeaderInts = 256;
+// mhc records the tokenizer in header ints 3..5, which llm.c leaves zero and never reads:
+// [3] = this tag, [4] = tokenizer id (1 byte, 2 gpt2), [5] = its vocabulary size.
+constexpr int32_t kShardTokenizerTag = 0x546b686d;  // "mhkT" little-endian
 
-// Writes one shard (atomically: temporary file, then rename).
-void write_shard(const std::string& path, const std::vector<uint16_t>& tokens);
+// Writes one shard (atomically: temporary file, then rename); a non-empty tokenizer
+// ("byte" or "gpt2") is recorded in the header.
+void write_shard(const std::string& path, const std::vector<uint16_t>& tokens,
+                 const std::string& tokenizer = "");
+// The vocabulary size of a known tokenizer name (byte 256, gpt2 50257), without loading it.
+int known_tokenizer_vocab(const std::string& tokenizer);
 
 // One memory-mapped, validated shard.
 class Shard {
@@ -29,6 +36,9 @@ class Shard {
   const std::string& path() const { return path_; }
   int64_t size() const { return count_; }
   const uint16_t* tokens() const { return tokens_; }
+  // The tokenizer `mhc prepare` recorded ("" for shards from elsewhere, e.g. llm.c).
+  const std::string& tokenizer() const { return tokenizer_; }
+  int max_token() const { return max_token_; }
 
  private:
   std::string path_;
@@ -36,6 +46,8 @@ class Shard {
   size_t map_bytes_ = 0;
   const uint16_t* tokens_ = nullptr;
   int64_t count_ = 0;
+  std::string tokenizer_;
+  int max_token_ = 0;
 };
 
 // All shards matching a glob, in sorted path order. Throws when the glob matches
@@ -45,6 +57,9 @@ class ShardSet {
   ShardSet(const std::string& glob_pattern, int vocab_size, const std::string& config_key);
   const std::vector<Shard>& shards() const { return shards_; }
   int64_t total_tokens() const;
+  // MhcError unless every shard suits `tokenizer` (from config_key): a recorded tokenizer
+  // must be the same, and no token may lie beyond the tokenizer's vocabulary.
+  void check_tokenizer(const std::string& tokenizer, const std::string& config_key) const;
 
  private:
   std::vector<Shard> shards_;

@@ -186,6 +186,10 @@ def load_yaml(path):
             text = f.read()
     except OSError as e:
         raise SweepError("cannot read %s: %s" % (path, e.strerror))
+    except UnicodeDecodeError as e:
+        raise SweepError("%s is not a text file (byte %d is not UTF-8): expected YAML" % (path, e.start))
+    if "\0" in text:
+        raise SweepError("%s is not a text file (it holds NUL bytes): expected YAML" % path)
     return load_yaml_text(text, path)
 
 

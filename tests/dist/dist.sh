@@ -199,7 +199,7 @@ case_errors() {
   need_mpirun
   make_corpus
   read -ra common < <(base_args)
-  common+=(--set train.steps=4 --set train.eval_every=0)
+  common+=(--set train.steps=4 --set train.warmup=2 --set train.eval_every=0)
   expect_all_ranks_fail "config mismatch across ranks" \
     "different configs.*train.lr: 0.003 vs 0.001" \
     "${MPIRUN[@]}" sh -c 'lr=0.003; [ "$OMPI_COMM_WORLD_RANK" = 1 ] && lr=0.001; exec "$@" --set train.lr=$lr' sh \

@@ -123,7 +123,8 @@ PY
 
 case_errors() {
   make_corpus
-  local data=(--set "data.train=$work/corpus/*_train_*.bin" --set "data.val=$work/corpus/*_val_*.bin")
+  local data=(--set "data.train=$work/corpus/*_train_*.bin" --set "data.val=$work/corpus/*_val_*.bin"
+              --set train.warmup=2)
   printf 'model:\n  d_modle: 64\n' >typo.yaml
   expect_error "unknown key (file)" "typo.yaml.*model.d_modle.*did you mean 'model.d_model'" \
     "$mhc" train -c typo.yaml --dry-run

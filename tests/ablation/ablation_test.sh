@@ -119,7 +119,7 @@ case_reject() {
   expect_reject "impossible value (after a good one)" "mode-hcx.*'hcx' is not one of" bad_value.yaml
   sweep_file bad_combo "  model.n_head: [4, 3]"
   expect_reject "impossible combination" "n_head-3.*not divisible" bad_combo.yaml
-  sweep_file bad_type "  train.steps: [10, many]"
+  sweep_file bad_type "  train.steps: [100, many]"
   expect_reject "wrong type" "train.steps.*integer" bad_type.yaml
   sweep_file bad_n "  residual.n: [0]" "  residual.mode: mhc"
   expect_reject "impossible stream count" "residual.n" bad_n.yaml

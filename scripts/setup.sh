@@ -2,6 +2,8 @@
 # Installs what mhc needs from Debian's archive (only the missing packages), then
 # configures and builds it into build/. Safe to re-run; the second run is fast.
 #   scripts/setup.sh            build mhc and the tests
+#   scripts/setup.sh --tests    also install what only the test suite needs (a private
+#                               Slurm cluster: slurm-wlm, munge); scripts/test.sh passes it
 #   MHC_BUILD_DIR=dir           build elsewhere (default build)
 #   MHC_CMAKE_ARGS="..."        extra CMake arguments (e.g. -DMHC_CUDA=OFF)
 set -euo pipefail
@@ -13,6 +15,14 @@ packages=(
   libopenblas-openmp-dev libopenmpi-dev openmpi-bin
   python3-torch python3-numpy python3-matplotlib python3-yaml
 )
+# Only for the test suite (tests/slurm/ runs jobs on a private one-node Slurm cluster).
+test_packages=(slurm-wlm munge)
+for arg in "$@"; do
+  case "$arg" in
+    --tests) packages+=("${test_packages[@]}") ;;
+    *) echo "setup: unknown argument '$arg' (allowed: --tests)" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for p in "${packages[@]}"; do

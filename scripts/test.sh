@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/setup.sh
+scripts/setup.sh --tests
 ctest --test-dir "${MHC_BUILD_DIR:-build}" --output-on-failure -j "$(nproc)" "$@"

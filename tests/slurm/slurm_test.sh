@@ -67,20 +67,26 @@ submit() {
 
 job_field() { scontrol show job "$1" 2>/dev/null | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
 
-# wait_job ID SECONDS: waits until the job has ended for good; a job that Slurm holds after
-# a requeue (its begin time ~2 min ahead) is started at once. Prints the final state.
+# wait_job ID SECONDS: waits until the job has ended for good. A job that Slurm holds after
+# a requeue (its begin time ~2 min ahead) is started early, but only once its previous run
+# is gone from the node and 2 s have passed: slurmd rejects a launch whose credential is
+# from the same second as the revocation of the old one ("Job credential revoked").
+# Prints the final state.
 wait_job() {
-  local id=$1 limit=$2 t0=$SECONDS state reason
+  local id=$1 limit=$2 t0=$SECONDS state pending_since=""
   while [ $((SECONDS - t0)) -lt "$limit" ]; do
     state=$(job_field "$id" JobState)
     case "$state" in
       COMPLETED | FAILED | CANCELLED | TIMEOUT | NODE_FAIL | OUT_OF_MEMORY | BOOT_FAIL | DEADLINE)
         echo "$state"; return ;;
       PENDING)
-        reason=$(job_field "$id" Reason)
-        if [ "$reason" = BeginTime ] || [ "$(job_field "$id" Restarts)" != 0 ]; then
-          scontrol update JobId="$id" StartTime=now 2>/dev/null
+        if [ "$(job_field "$id" Restarts)" != 0 ]; then
+          pending_since=${pending_since:-$SECONDS}
+          if [ $((SECONDS - pending_since)) -ge 2 ] && [ "$(sinfo -h -n "$cluster_node" -o %t)" = idle ]; then
+            scontrol update JobId="$id" StartTime=now 2>/dev/null
+          fi
         fi ;;
+      *) pending_since="" ;;
     esac
     sleep 0.5
   done
@@ -152,7 +158,7 @@ case_submit() {
 # The preemption cases' job: long enough (tens of seconds) that a time-limit signal lands
 # mid-run; checkpoints only on a stop, so that a resume proves the stop checkpoint.
 preempt_steps() {
-  echo --set train.steps="$1" --set train.eval_every=0 --set train.log_every=1 \
+  echo --set train.steps="$1" --set train.eval_every=0 --set train.log_every=5 \
     --set train.checkpoint_every=0 --set train.keep_last=0
 }
 

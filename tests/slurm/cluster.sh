@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # A private one-node Slurm cluster for the tests in this folder; sourced, not run.
 #   cluster_preflight           exit 77 (ctest: skipped), with the reason, where Slurm can't run
 #   cluster_start DIR           munged, slurmctld, slurmd with their own key, socket, ports,

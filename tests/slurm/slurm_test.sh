@@ -207,6 +207,8 @@ case_requeue() {
   at=$(sed -n 's/.*stop requested: checkpointing at step \([0-9]*\).*/\1/p' split/train.log | head -n 1)
   check "every rank checkpointed on SIGTERM, mid-run (step ${at:-none})" test "${at:-0}" -ge 50 -a "${at:-0}" -lt $n
   check "the requeued job resumed from it" grep -q "resumed from .* at step ${at:-none}" split/train.log
+  check "the script saw SIGTERM and left the requeue to Slurm" \
+    sh -c "grep -q 'train.sbatch: SIGTERM' '$work/split.out' && ! grep -q 'requeue failed' '$work/split.out'"
   same_final straight split $n
 }
 

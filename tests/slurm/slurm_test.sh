@@ -243,6 +243,7 @@ case_rank_killed() {
   show_job_output split
   check "the job failed (state $state) within dist.timeout_s = 20 s (took $took s)" \
     test "$state" = FAILED -a "$took" -le 20
+  check "rank 0 named the lost rank" grep -q "^error: rank 0: lost the connection to rank 1" split.out
   local latest
   latest=$(cat split/checkpoints/latest 2>/dev/null)
   check "the latest checkpoint ($latest) is complete" \

@@ -33,6 +33,7 @@ if [ "$case_name" = leftovers ]; then
     echo "FAIL: processes of the Slurm test clusters under $root remain:"
     for p in $left; do echo "  $p $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)"; done
     for p in $left; do kill -KILL "$p" 2>/dev/null; done  # so that they do not outlive CI
+    for link in "$root"/*/cluster/sockets; do [ -L "$link" ] && rm -rf "$(readlink "$link")" "$link"; done
     exit 1
   fi
   echo "ok: no slurmctld, slurmd, munged, slurmstepd or mhc process of the harness is left"

@@ -66,6 +66,9 @@ void recv_all(int fd, void* data, size_t bytes, int peer) {
     const ssize_t n = ::recv(fd, p, bytes, 0);
     if (n < 0 && errno == EINTR) continue;
     if (n == 0) fail("lost the connection to rank {}; it probably exited, see its error", peer);
+    // A peer killed mid-transfer (SIGKILL, OOM) shows as a reset rather than a clean close.
+    if (n < 0 && errno == ECONNRESET)
+      fail("lost the connection to rank {} (connection reset); it probably exited, see its error", peer);
     if (n < 0) fail("receiving from rank {} failed: {}", peer, std::strerror(errno));
     p += n;
     bytes -= static_cast<size_t>(n);

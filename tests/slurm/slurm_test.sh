@@ -182,7 +182,7 @@ case_time_limit() {
   restarts=$(job_field "$id" Restarts)
   check "it was requeued by its script ($restarts restarts)" \
     sh -c "test '$restarts' -ge 1 && grep -q 'requeueing job $id' '$work/split.out'"
-  check "every rank checkpointed on the signal" grep -q "stop requested: checkpointing at step" split/train.log
+  check "every rank checkpointed on the signal" grep -q "stop requested.*: checkpointing at step" split/train.log
   check "the requeued job resumed from that checkpoint" grep -q "resumed from .* at step" split/train.log
   check "no run hit the time limit" sh -c "! grep -q 'DUE TO TIME LIMIT' '$work/split.out'"
   same_final straight split $n
@@ -205,9 +205,11 @@ case_requeue() {
   check "the requeued job completed (state $state)" test "$state" = COMPLETED
   check "it was requeued ($(job_field "$id" Restarts) restarts)" test "$(job_field "$id" Restarts)" -ge 1
   local at
-  at=$(sed -n 's/.*stop requested: checkpointing at step \([0-9]*\).*/\1/p' split/train.log | head -n 1)
+  at=$(sed -n 's/.*stop requested.*: checkpointing at step \([0-9]*\).*/\1/p' split/train.log | head -n 1)
   check "every rank checkpointed on SIGTERM, mid-run (step ${at:-none})" test "${at:-0}" -ge 50 -a "${at:-0}" -lt $n
   check "the requeued job resumed from it" grep -q "resumed from .* at step ${at:-none}" split/train.log
+  check "no task was ended by a signal (a second stop signal aborts mhc)" \
+    sh -c "! grep -qE 'srun: error: .*(signal|Terminated|Killed)' '$work/split.out'"
   check "the script saw SIGTERM and left the requeue to Slurm" \
     sh -c "grep -q 'train.sbatch: SIGTERM' '$work/split.out' && ! grep -q 'requeue failed' '$work/split.out'"
   same_final straight split $n

@@ -11,7 +11,7 @@ namespace mhc::app {
 struct AppContext {
   std::string command_line;
   const std::atomic<bool>* stop_requested = nullptr;
-  void (*install_stop_signals)() = nullptr;  // makes SIGINT/SIGTERM/SIGUSR1 set stop_requested
+  void (*install_stop_signals)() = nullptr;  // makes SIGINT/SIGTERM/SIGUSR1/SIGHUP set stop_requested
 };
 
 void add_train_command(CLI::App& app, const AppContext& ctx);

@@ -14,12 +14,15 @@
 namespace {
 
 // Signal handlers can only touch a lock-free atomic with static storage: SIGINT (Ctrl-C),
-// SIGTERM and SIGUSR1 (Slurm preemption) ask the trainer to finish the step, checkpoint
-// and exit cleanly. A second one means "now": the default action (termination) runs.
+// SIGTERM, SIGUSR1 (Slurm preemption) and SIGHUP (a closed terminal) ask the trainer to
+// finish the step, checkpoint and exit cleanly. A second one means "now": the default
+// action (termination) runs. A repeated SIGHUP does not: a hangup can come twice (from the
+// kernel and from the shell passing it on to its jobs).
 std::atomic<bool> g_stop_requested{false};
 
 void on_stop_signal(int sig) {
   if (g_stop_requested.exchange(true)) {
+    if (sig == SIGHUP) return;
     std::signal(sig, SIG_DFL);
     std::raise(sig);
     return;
@@ -33,7 +36,11 @@ void on_stop_signal(int sig) {
 }  // namespace
 
 void install_stop_signals() {
-  for (int sig : {SIGINT, SIGTERM, SIGUSR1}) {
+  for (int sig : {SIGINT, SIGTERM, SIGUSR1, SIGHUP}) {
+    // A closed terminal or a dropped ssh session (SIGHUP) saves like Ctrl-C, except under
+    // `nohup` (SIGHUP ignored), whose promise is that the run keeps going.
+    struct sigaction old {};
+    if (sig == SIGHUP && sigaction(sig, nullptr, &old) == 0 && old.sa_handler == SIG_IGN) continue;
     struct sigaction sa {};
     sa.sa_handler = on_stop_signal;
     sigemptyset(&sa.sa_mask);
@@ -46,8 +53,8 @@ int main(int argc, char** argv) {
   CLI::App app{"mhc: pretrain small transformers with baseline, HC or mHC residual connections"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("mhc ") + MHC_VERSION);
-  // Only training turns SIGINT/SIGTERM/SIGUSR1 into a graceful stop; other commands keep the
-  // default (terminate).
+  // Only training turns SIGINT/SIGTERM/SIGUSR1/SIGHUP into a graceful stop; other commands
+  // keep the default (terminate).
   mhc::app::AppContext ctx{mhc::app::join_command_line(argc, argv), &g_stop_requested,
                            install_stop_signals};
   mhc::app::add_train_command(app, ctx);

@@ -272,6 +272,11 @@ TrainResult TrainLoop::run() {
     if (!resume_from.empty()) {
       validate_checkpoint(resume_from, cfg_);
       resume_changes_ = check_resume_config(checkpoint_config(resume_from), cfg_);
+      // Fewer steps than already done would "finish" without a final eval or checkpoint.
+      const int64_t done = read_train_state(resume_from).step;
+      if (t.steps < done)
+        fail("cannot resume with train.steps={}: checkpoint '{}' is already at step {} (allowed: "
+             "train.steps >= {}; or --overwrite to start over)", t.steps, resume_from, done, done);
     }
     had_checkpoints = ckpt_->has_any();
     if (resume_from.empty() && had_checkpoints && !opts_.overwrite)

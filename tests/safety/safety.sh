@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Safe runs, one case per ctest entry:
 #   safety.sh MHC_BINARY CASE WORK_DIR
-# Cases: lock (one writer per run directory), sigint (Ctrl-C checkpoints; the resumed run
-# equals an uninterrupted one bit for bit), ablate_signals (SIGINT/SIGTERM to scripts/ablate),
+# Cases: lock (one writer per run directory; nohup keeps a run going), sigint (Ctrl-C
+# checkpoints; the resumed run equals an uninterrupted one bit for bit), ablate_signals
+# (SIGINT/SIGTERM/SIGHUP to scripts/ablate),
 # integrity (a flipped byte in each checkpoint file is caught; --resume auto falls back),
 # refuse (every bad value refused in one line), files (read-only folders, directories given
 # as output files, damaged metrics and sweep files), crash (30 runs SIGKILLed at random
@@ -118,9 +119,17 @@ as_user() {
 case_lock() {
   make_corpus
   local long=(--set train.steps=2000 --set train.eval_every=0 --set train.log_every=1)
-  train_bg run "${long[@]}" >/dev/null 2>first.err
+  # Under nohup (SIGHUP ignored, and inherited so) a hangup must not stop the run.
+  nohup "$mhc" train -c "$tiny" --set "data.train=$work/corpus/*_train_*.bin" \
+    --set "data.val=$work/corpus/*_val_*.bin" --run-dir run "${long[@]}" >/dev/null 2>first.err &
   local first=$!
   wait_for_step run 2
+  kill -HUP "$first"
+  local at
+  at=$(last_train_step run)
+  wait_for_step run $((at + 2))
+  check "under nohup, SIGHUP leaves the run training" kill -0 "$first"
+  check "under nohup, SIGHUP is not taken for a stop" sh -c "! grep -q 'stop requested' first.err"
   check "the lock file names the holder" grep -q "pid $first" run/.lock
   expect_error "a second writer is refused, naming the holder" \
     "run directory 'run' is in use by another mhc train \(host .*, pid $first, started .*\)" \
@@ -193,7 +202,8 @@ EOF
   local ablate=("$repo/scripts/ablate" sweep.yaml --mhc "$mhc" --runs-dir runs --no-report
                 --set "data.train=$work/corpus/*_train_*.bin" --set "data.val=$work/corpus/*_val_*.bin")
   local run=runs/sig/seed-1 sig
-  for sig in INT TERM; do
+  # HUP: the terminal closed; ablate must pass it on (its run is in a session of its own).
+  for sig in INT TERM HUP; do
     rm -rf runs
     "${ablate[@]}" >ablate.out 2>ablate.err &
     local pid=$!
@@ -294,6 +304,9 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 r = [x for x in rows if x["type"] == "resume"]
 assert r and r[0]["step"] == 4 and r[0]["config_changes"] == ["train.steps: 4 vs 6"], r
 PY
+  expect_error "resume with fewer train.steps than done" \
+    "cannot resume with train.steps=3: checkpoint '.*step_00000006' is already at step 6 \(allowed: train.steps >= 6" \
+    train_tiny good "${data[@]}" --set train.steps=3 --set train.warmup=2 --set train.eval_every=0 --resume auto
   # prepare: empty files, a binary, a single short document.
   mkdir -p empty && : >empty/a && : >empty/b && : >empty/c
   expect_error "prepare on empty files" "3 input documents give .* train and .* val tokens; each split needs at least 65" \

@@ -266,7 +266,8 @@ std::string CheckpointManager::latest_intact(std::vector<std::string>& skipped) 
       verify_checkpoint_files(dir);
       return dir;
     } catch (const MhcError& e) {
-      skipped.push_back(e.what());
+      // Named first: some reasons (a missing state.json) name only a file inside it.
+      skipped.push_back(fs::path(dir).filename().string() + " (" + e.what() + ")");
     }
   }
   return "";

@@ -19,6 +19,7 @@ namespace {
 // action (termination) runs. A repeated SIGHUP does not: a hangup can come twice (from the
 // kernel and from the shell passing it on to its jobs).
 std::atomic<bool> g_stop_requested{false};
+static_assert(std::atomic<bool>::is_always_lock_free, "the signal handler needs a lock-free flag");
 
 void on_stop_signal(int sig) {
   if (g_stop_requested.exchange(true)) {

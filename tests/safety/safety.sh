@@ -202,6 +202,27 @@ EOF
   local ablate=("$repo/scripts/ablate" sweep.yaml --mhc "$mhc" --runs-dir runs --no-report
                 --set "data.train=$work/corpus/*_train_*.bin" --set "data.val=$work/corpus/*_val_*.bin")
   local run=runs/sig/seed-1 sig
+  # A signal while Popen() is under way (before ablate knows its child) must still reach
+  # the child, not orphan it.
+  check "a signal during the child's start reaches the child" python3 - "$repo/scripts/ablate" <<'PY'
+import importlib.machinery, importlib.util, os, signal, subprocess, sys
+loader = importlib.machinery.SourceFileLoader("ablate", sys.argv[1])
+ablate = importlib.util.module_from_spec(importlib.util.spec_from_loader("ablate", loader))
+loader.exec_module(ablate)
+started, real_popen = [], subprocess.Popen
+def popen_then_signal(*args, **kwargs):
+    started.append(real_popen(*args, **kwargs))
+    os.kill(os.getpid(), signal.SIGINT)
+    return started[-1]
+subprocess.Popen = popen_then_signal
+try:
+    signals = ablate.Signals()
+    rc = ablate.wait_child(signals.start(["sleep", "30"]))
+    assert rc == -signal.SIGINT and signals.exit_code() == 130, rc
+finally:
+    for p in started:
+        p.kill()
+PY
   # HUP: the terminal closed; ablate must pass it on (its run is in a session of its own).
   for sig in INT TERM HUP; do
     rm -rf runs

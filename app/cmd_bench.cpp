@@ -1,6 +1,7 @@
 // mhc bench: throughput, MFU and a per-phase breakdown of a config's training step.
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <cstdio>
 
 #include "bench.h"
@@ -41,7 +42,7 @@ void add_bench_command(CLI::App& app) {
     std::printf("tokens/s          %.1f\n", r.tokens_per_s);
     std::printf("ms/step           %.2f\n", r.ms_per_step);
     std::printf("model TFLOP/s     %.4f (%.3g FLOPs/token)\n", r.achieved_tflops, r.flops_per_token);
-    if (r.mfu > 0) std::printf("MFU               %.1f%%\n", 100 * r.mfu);
+    if (std::isfinite(r.mfu)) std::printf("MFU               %.1f%%\n", 100 * r.mfu);
     else std::printf("MFU               n/a (device peak unknown)\n");
     std::printf("peak memory       %.1f MiB\n", r.peak_bytes / 1048576.0);
     std::printf("phases (ms/step)  forward %.2f | backward %.2f | optimizer %.2f\n", r.forward_ms,
@@ -61,7 +62,8 @@ void add_bench_command(CLI::App& app) {
       js["optimizer_ms"] = r.optimizer_ms;
       js["flops_per_token"] = r.flops_per_token;
       js["achieved_tflops"] = r.achieved_tflops;
-      js["mfu"] = r.mfu;
+      // null, not 0, for a figure this device cannot give (MFU without a known peak).
+      js["mfu"] = std::isfinite(r.mfu) ? nlohmann::ordered_json(r.mfu) : nlohmann::ordered_json();
       js["peak_bytes"] = r.peak_bytes;
       js["category_ms"] = r.category_ms;
       write_file_atomic(a->json, js.dump(2) + "\n");

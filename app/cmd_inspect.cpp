@@ -13,6 +13,8 @@
 #include "data/sampler.h"
 #include "data/shards.h"
 #include "diagnostics.h"
+#include "error.h"
+#include "evaluate.h"
 #include "inference.h"
 #include "metrics.h"
 #include "rng.h"
@@ -27,20 +29,21 @@ struct InspectArgs {
   int batch = 4;
 };
 
-// Probe tokens: the first validation windows when the run's data is present, else random.
-std::string probe_batch(const LoadedModel& lm, int B, std::vector<int32_t>& in,
-                        std::vector<int32_t>& tgt) {
+// Probe: a forward over `B` validation windows spread over the set (through the shared
+// evaluation routine) when the run's data is present, else over random tokens.
+std::string probe_forward(LoadedModel& lm, int B) {
   const int T = lm.shape.T;
-  in.assign(static_cast<size_t>(B) * T, 0);
-  tgt.assign(in.size(), 0);
   try {
     ShardSet shards(lm.cfg.data.val, lm.shape.V, "data.val");
     SequenceSampler sampler(shards, T, static_cast<uint64_t>(lm.cfg.run.seed));
-    for (int b = 0; b < B; ++b)
-      sampler.val_sample(b, in.data() + static_cast<size_t>(b) * T, tgt.data() + static_cast<size_t>(b) * T);
-    return "validation data " + lm.cfg.data.val;
+    const EvalResult r =
+        evaluate(*lm.model, sampler, eval_windows(sampler.val_windows(), B), B, nullptr);
+    return fmt::format("validation data {}, loss {:.4f} over {} tokens", lm.cfg.data.val, r.loss,
+                       r.tokens);
   } catch (const MhcError&) {
+    std::vector<int32_t> in(static_cast<size_t>(B) * T), tgt(in.size(), 0);
     for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<int32_t>(uniform01(5, i) * lm.shape.V) % lm.shape.V;
+    lm.model->forward(in.data(), tgt.data(), B, T, 0.0f);
     return "random tokens (validation data not found)";
   }
 }
@@ -68,11 +71,12 @@ void add_inspect_command(CLI::App& app) {
   cmd->add_option("--batch", a->batch, "probe sequences");
   cmd->add_option("--device", a->device, "auto, cpu or cuda");
   cmd->callback([a]() {
-    LoadedModel lm = load_trained_model(a->checkpoint, a->device, std::max(1, a->batch));
+    if (a->batch < 1) fail("--batch {}: must be at least 1", a->batch);
+    LoadedModel lm = load_trained_model(a->checkpoint, a->device, a->batch);
     const ModelShape& s = lm.shape;
     std::printf("checkpoint %s: %s mode, n=%d, %d layers, d=%d, %lld parameters\n\n",
                 lm.checkpoint_dir.c_str(), residual_mode_name(s.mode), s.n, s.L, s.C,
-                static_cast<long long>(lm.layout->total));
+                static_cast<long long>(parameter_count(*lm.layout, s)));
     std::vector<double> params = lm.model->get_params();
     std::printf("%-40s %-16s %12s %12s\n", "parameter", "shape", "rms", "max|x|");
     for (const auto& p : lm.layout->params) {
@@ -86,9 +90,7 @@ void add_inspect_command(CLI::App& app) {
                   std::sqrt(ss / std::max<int64_t>(1, p.numel)), mx);
     }
     if (s.mode == ResidualMode::Baseline) return;
-    std::vector<int32_t> in, tgt;
-    const std::string probe = probe_batch(lm, a->batch, in, tgt);
-    lm.model->forward(in.data(), tgt.data(), a->batch, s.T, 0.0f);
+    const std::string probe = probe_forward(lm, a->batch);
     const int N = lm.model->last_tokens(), n = s.n;
     nlohmann::ordered_json js;
     js["checkpoint"] = lm.checkpoint_dir;

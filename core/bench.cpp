@@ -1,5 +1,7 @@
 #include "bench.h"
 
+#include <limits>
+
 #include <chrono>
 
 #include "backend_factory.h"
@@ -113,7 +115,7 @@ BenchResult run_bench(const Config& cfg, int steps, int warmup, spdlog::logger& 
   r.tokens_per_s = r.tokens_per_step / (r.ms_per_step / 1000.0);
   r.achieved_tflops = r.tokens_per_s * r.flops_per_token / 1e12;
   const double peak = device_peak_tflops(be);
-  r.mfu = peak > 0 ? r.achieved_tflops / peak : 0;
+  r.mfu = peak > 0 ? r.achieved_tflops / peak : std::numeric_limits<double>::quiet_NaN();
   r.peak_bytes = be.peak_bytes();
   return r;
 }

@@ -21,7 +21,8 @@ struct BenchResult {
   int64_t tokens_per_step = 0;
   double tokens_per_s = 0, ms_per_step = 0;
   double forward_ms = 0, backward_ms = 0, optimizer_ms = 0;
-  double flops_per_token = 0, achieved_tflops = 0, mfu = 0;  // mfu 0 when peak unknown
+  double flops_per_token = 0, achieved_tflops = 0;
+  double mfu = 0;  // NaN when the device's peak is unknown (any CPU): not knowable, not 0
   int64_t peak_bytes = 0;
   std::map<std::string, double> category_ms;  // per step, from the profiling pass
 };

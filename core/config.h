@@ -70,6 +70,7 @@ struct Config {
     double grad_clip;
     int64_t eval_every;
     int64_t eval_batches;
+    int64_t final_eval_batches;
     int64_t log_every;
     int64_t checkpoint_every;
     int64_t keep_last;

@@ -181,7 +181,7 @@ void add_field(std::vector<Field>& fields, const std::string& key,
 
 std::vector<Field> build_schema() {
   std::vector<Field> f;
-  MHC_STR(run.name, "", "run name (<run.dir>/<run.name>); empty = <first config file>-<mode>");
+  MHC_STR(run.name, "", "run name (<run.dir>/<run.name>); empty = <first config file>-<mode> (no doubled mode: hc.yaml gives hc)");
   MHC_STR(run.dir, "runs", "parent folder of run directories");
   MHC_INT(run.seed, 1337, "seed of weights and data order");
 
@@ -232,7 +232,8 @@ std::vector<Field> build_schema() {
   MHC_FLOAT(train.eps, 1e-8, "AdamW epsilon");
   MHC_FLOAT(train.grad_clip, 1.0, "global gradient norm clip; 0 = off");
   MHC_INT(train.eval_every, 100, "validate every N steps (and at the end); 0 = only at the end");
-  MHC_INT(train.eval_batches, 8, "validation micro-batches");
+  MHC_INT(train.eval_batches, 8, "micro-batches of each periodic evaluation (a fixed subset spread over the validation set)");
+  MHC_INT(train.final_eval_batches, 0, "micro-batches of the final evaluation; 0 = the whole validation set");
   MHC_INT(train.log_every, 10, "log every N steps");
   MHC_INT(train.checkpoint_every, 0, "checkpoint every N steps (and at the end); 0 = only at the end");
   MHC_INT(train.keep_last, 2, "checkpoints kept; 0 = all");

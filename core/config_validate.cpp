@@ -90,6 +90,9 @@ void validate_config(const Config& cfg) {
   require_non_negative(t.grad_clip, "train.grad_clip");
   if (t.eval_every < 0) fail("config: train.eval_every must be >= 0, got {}", t.eval_every);
   require_positive(t.eval_batches, "train.eval_batches");
+  if (t.final_eval_batches < 0)
+    fail("config: train.final_eval_batches must be >= 0 (0 = the whole validation set), got {}",
+         t.final_eval_batches);
   require_positive(t.log_every, "train.log_every");
   if (t.checkpoint_every < 0)
     fail("config: train.checkpoint_every must be >= 0, got {}", t.checkpoint_every);

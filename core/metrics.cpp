@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <chrono>
 
 #include "error.h"
 
@@ -31,6 +32,10 @@ nlohmann::ordered_json amax_json(const AmaxGain& g) {
   js["layer_bwd_max"] = g.layer_bwd_max;
   js["layer_bwd_worst"] = g.layer_bwd_worst;
   return js;
+}
+
+double unix_time_s() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 int64_t metrics_line_step(const std::string& line) {

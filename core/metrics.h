@@ -22,6 +22,8 @@ class MetricsWriter {
 };
 
 nlohmann::ordered_json amax_json(const AmaxGain& g);
+// Seconds since the UNIX epoch (wall clock, sub-second resolution): metrics' "time".
+double unix_time_s();
 // The "step" of a metrics line, or -1 when it has none.
 int64_t metrics_line_step(const std::string& line);
 

@@ -389,10 +389,10 @@ double Model::forward(const int32_t* inputs, const int32_t* targets, int B, int 
                            shape_.Vp, grad_scale / static_cast<float>(N));
   }
   const Tensor losses = rows(b.losses, N, 1);
-  std::vector<double> host(static_cast<size_t>(N));
-  backend_.download(losses, host.data());
+  token_losses_.resize(static_cast<size_t>(N));
+  backend_.download(losses, token_losses_.data());
   double sum = 0;
-  for (double v : host) sum += v;
+  for (double v : token_losses_) sum += v;
   return sum / N;
 }
 

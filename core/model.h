@@ -112,6 +112,8 @@ class Model {
   Tensor sublayer_input(int k) const;
   // Number of tokens of the last forward.
   int last_tokens() const { return N_; }
+  // Per-token losses (nats) of the last forward with targets, [B*T] row-major.
+  const std::vector<double>& token_losses() const { return token_losses_; }
 
   Backend& backend() { return backend_; }
   const ModelShape& shape() const { return shape_; }
@@ -160,6 +162,7 @@ class Model {
   std::unique_ptr<Buffers> buf_;
   std::vector<std::vector<int>> grad_stages_;  // head, sublayers 2L-1..0, embedding
   GradReadyHook grad_ready_hook_;
+  std::vector<double> token_losses_;  // host copy of the last forward's losses
 };
 
 }  // namespace mhc

@@ -14,6 +14,7 @@
 #include "data/sampler.h"
 #include "data/shards.h"
 #include "diagnostics.h"
+#include "evaluate.h"
 #include "dist/agree.h"
 #include "dist/grad_reducer.h"
 #include "error.h"
@@ -22,6 +23,7 @@
 #include "optimizer.h"
 #include "schedule.h"
 #include "text_util.h"
+#include "tokenizer.h"
 
 namespace mhc {
 namespace fs = std::filesystem;
@@ -121,13 +123,16 @@ class TrainLoop {
  private:
   void setup_run_dir();
   void fill_train_batch(int64_t step, int64_t micro);
-  // Mean validation loss; fills diagnostics from the first validation batch.
-  double evaluate(nlohmann::ordered_json* diagnostics);
+  // Evaluates the given validation windows; fills diagnostics from the first batch.
+  EvalResult run_eval(const std::vector<int64_t>& windows, nlohmann::ordered_json* diagnostics);
   std::map<std::string, double> grad_sum_squares();
   // ZeRO-1: each rank reduces and updates only its shard (decided by the reducer, so that
   // every rank agrees even when a shard is empty or the whole buffer).
   bool sharded() const { return reducer_ && reducer_->zero(); }
-  void log_eval(int64_t step, double val_loss, const nlohmann::ordered_json& diagnostics);
+  void log_eval(int64_t step, const char* split, const EvalResult& r,
+                const nlohmann::ordered_json& diagnostics);
+  // A metrics record of `type` with its UNIX time stamp and the run's elapsed seconds.
+  nlohmann::ordered_json record(const char* type, int64_t step) const;
   std::string save_checkpoint(int64_t step);
 
   const Config& cfg_;
@@ -141,6 +146,10 @@ class TrainLoop {
   std::unique_ptr<AdamW> opt_;
   std::unique_ptr<ShardSet> train_shards_, val_shards_;
   std::unique_ptr<SequenceSampler> train_sampler_, val_sampler_;
+  std::unique_ptr<Tokenizer> tokenizer_;       // null when it cannot be loaded (no bytes/token)
+  std::vector<int64_t> periodic_windows_, final_windows_;
+  Clock::time_point run_start_ = Clock::now();
+  double elapsed_before_ = 0;                  // seconds of the run before a resume
   std::unique_ptr<MetricsWriter> metrics_;
   std::unique_ptr<CheckpointManager> ckpt_;
   std::unique_ptr<dist::GradReducer> reducer_;  // absent in a single process
@@ -186,23 +195,31 @@ std::map<std::string, double> TrainLoop::grad_sum_squares() {
   return ss;
 }
 
-double TrainLoop::evaluate(nlohmann::ordered_json* diagnostics) {
+EvalResult TrainLoop::run_eval(const std::vector<int64_t>& windows,
+                               nlohmann::ordered_json* diagnostics) {
   std::map<std::string, double> grad_ss;
   if (diagnostics) grad_ss = grad_sum_squares();
-  double acc[2] = {0, 0};  // loss sum, batches
-  for (int64_t batch = comm_.rank(); batch < cfg_.train.eval_batches; batch += comm_.size()) {
-    for (int b = 0; b < B_; ++b)
-      val_sampler_->val_sample(batch * B_ + b, inputs_.data() + static_cast<size_t>(b) * T_,
-                               targets_.data() + static_cast<size_t>(b) * T_);
-    acc[0] += model_->forward(inputs_.data(), targets_.data(), B_, T_, 0.0f);
-    acc[1] += 1;
-    if (diagnostics && batch == comm_.rank()) *diagnostics = eval_diagnostics(*model_, &grad_ss);
-  }
-  comm_.all_reduce_sum_host(acc, 2);
-  return acc[1] > 0 ? acc[0] / acc[1] : std::numeric_limits<double>::quiet_NaN();
+  // Diagnostics come from each rank's first batch (rank 0's is batch 0, the one logged).
+  EvalResult r = evaluate(*model_, *val_sampler_, windows, B_, tokenizer_.get(), &comm_,
+                          [&](int64_t batch) {
+                            if (diagnostics && batch == comm_.rank())
+                              *diagnostics = eval_diagnostics(*model_, &grad_ss);
+                          });
+  return r;
 }
 
-void TrainLoop::log_eval(int64_t step, double val_loss, const nlohmann::ordered_json& diagnostics) {
+nlohmann::ordered_json TrainLoop::record(const char* type, int64_t step) const {
+  nlohmann::ordered_json js;
+  js["type"] = type;
+  js["time"] = unix_time_s();
+  js["elapsed_s"] = elapsed_before_ + seconds_since(run_start_);
+  js["step"] = step;
+  js["tokens"] = state_.tokens_seen;
+  return js;
+}
+
+void TrainLoop::log_eval(int64_t step, const char* split, const EvalResult& r,
+                         const nlohmann::ordered_json& diagnostics) {
   std::string amax;
   if (diagnostics.contains("amax")) {
     const auto& g = diagnostics["amax"];
@@ -210,15 +227,20 @@ void TrainLoop::log_eval(int64_t step, double val_loss, const nlohmann::ordered_
                        g["fwd_mean"].get<double>(), g["fwd_max"].get<double>(),
                        g["bwd_mean"].get<double>(), g["bwd_max"].get<double>());
   }
-  log_->info("eval step {}/{} | val loss {:.4f} | val bpt {:.4f}{}", step, cfg_.train.steps,
-             val_loss, val_loss / std::log(2.0), amax);
+  const double bpb = r.bits_per_byte();
+  log_->info("{} step {}/{} | val loss {:.4f} ± {:.4f} over {} tokens | val bpt {:.4f}{}{}",
+             std::string(split) == "full" ? "final eval (whole validation set)" : "eval", step,
+             cfg_.train.steps, r.loss, r.se, r.tokens, r.bits_per_token(),
+             std::isfinite(bpb) ? fmt::format(" | bpb {:.4f}", bpb) : std::string(), amax);
   if (comm_.rank() != 0) return;
-  nlohmann::ordered_json js;
-  js["type"] = "eval";
-  js["step"] = step;
-  js["tokens"] = state_.tokens_seen;
-  js["val_loss"] = val_loss;
-  if (diagnostics.contains("amax")) js["amax"] = diagnostics["amax"];
+  nlohmann::ordered_json js = record("eval", step);
+  js["split"] = split;
+  js["val_loss"] = r.loss;
+  js["val_loss_se"] = std::isfinite(r.se) ? nlohmann::ordered_json(r.se) : nlohmann::ordered_json();
+  js["val_tokens"] = r.tokens;
+  js["val_sequences"] = r.sequences;
+  js["bits_per_token"] = r.bits_per_token();
+  js["bits_per_byte"] = std::isfinite(bpb) ? nlohmann::ordered_json(bpb) : nlohmann::ordered_json();
   js["diagnostics"] = diagnostics;
   metrics_->write(js);
 }
@@ -252,6 +274,12 @@ TrainResult TrainLoop::run() {
     val_shards_->check_tokenizer(cfg_.data.tokenizer, "data.tokenizer");
     train_sampler_ = std::make_unique<SequenceSampler>(*train_shards_, T_, cfg_.run.seed);
     val_sampler_ = std::make_unique<SequenceSampler>(*val_shards_, T_, cfg_.run.seed);
+    // Periodic evaluations read a fixed, evenly spread subset; the final one the whole
+    // set (or train.final_eval_batches micro-batches of it).
+    const int64_t val_total = val_sampler_->val_windows();
+    periodic_windows_ = eval_windows(val_total, t.eval_batches * B_);
+    final_windows_ = eval_windows(val_total, t.final_eval_batches > 0 ? t.final_eval_batches * B_
+                                                                       : val_total);
     run_dir_ = opts_.run_dir.empty() ? default_run_dir(cfg_) : opts_.run_dir;
     ckpt_ = std::make_unique<CheckpointManager>(run_dir_, static_cast<int>(t.keep_last));
     if (comm_.rank() != 0) return;
@@ -322,6 +350,11 @@ TrainResult TrainLoop::run() {
   state_.seed = static_cast<uint64_t>(cfg_.run.seed);
   state_.world_size = comm_.size();
 
+  try {
+    tokenizer_ = make_tokenizer(cfg_.data.tokenizer);
+  } catch (const MhcError& e) {
+    log_->warn("no bits per byte in evaluations: {}", e.what());
+  }
   TrainResult result;
   result.run_dir = run_dir_;
   result.initial_val_loss = std::numeric_limits<double>::quiet_NaN();
@@ -365,10 +398,10 @@ TrainResult TrainLoop::run() {
     }
   }
 
-  const int64_t params = layout_.total;
+  const int64_t params = parameter_count(layout_, shape_);
   log_->info("model: {} mode, n={}, {} layers, d={}, {} heads, T={}, {:.2f}M parameters "
              "({} in connections)", residual_mode_name(shape_.mode), shape_.n, shape_.L, shape_.C,
-             shape_.n_head, shape_.T, params / 1e6, layout_.count_matching(true));
+             shape_.n_head, shape_.T, params / 1e6, parameter_count(layout_, shape_, true));
   log_->info("batch: {} x {} tokens per micro-step, {} micro-steps x {} ranks = {} tokens per "
              "step; {} steps", B_, T_, accum_, comm_.size(), tokens_per_step, t.steps);
   log_->info("data: {} train tokens in {} shards, {} val tokens", train_shards_->total_tokens(),
@@ -387,16 +420,22 @@ TrainResult TrainLoop::run() {
   model_->zero_grads();
   backend_->synchronize();
 
+  run_start_ = Clock::now();
+  elapsed_before_ = state_.elapsed_s;
+  log_->info("evaluation: {} validation windows every {} steps, all {} of {} at the end",
+             periodic_windows_.size(), t.eval_every, final_windows_.size(),
+             val_sampler_->val_windows());
   nlohmann::ordered_json diagnostics;
   if (state_.step == 0) {
-    result.initial_val_loss = evaluate(&diagnostics);
-    log_eval(0, result.initial_val_loss, diagnostics);
+    const EvalResult r = run_eval(periodic_windows_, &diagnostics);
+    result.initial_val_loss = r.loss;
+    log_eval(0, "subset", r, diagnostics);
   }
 
   double window_time = 0, window_loss = 0;
   int64_t window_steps = 0;
-  const auto run_start = Clock::now();
-  const double elapsed_before = state_.elapsed_s;
+  const auto& run_start = run_start_;
+  const double elapsed_before = elapsed_before_;
   int64_t step = state_.step;
   double last_loss = 0;
   bool stop_agreed = false;  // a stop request seen by any rank, agreed at the last step
@@ -472,12 +511,9 @@ TrainResult TrainLoop::run() {
                  "{:.1f} ms/step | ETA {}", step, t.steps, window_loss / window_steps, lr, norm,
                  tps / 1e3, ms, format_duration(eta));
       if (comm_.rank() == 0) {
-        nlohmann::ordered_json js;
-        js["type"] = "train";
-        js["step"] = step;
-        js["tokens"] = state_.tokens_seen;
-        js["loss"] = loss;  // this step's loss (exact, so resumed runs compare bit for bit)
-        js["loss_avg"] = window_loss / window_steps;  // mean since the previous log line
+        nlohmann::ordered_json js = record("train", step);
+        js["loss"] = window_loss / window_steps;  // mean since the previous log line (console)
+        js["loss_step"] = loss;  // this step's loss (exact, so resumed runs compare bit for bit)
         js["lr"] = lr;
         js["grad_norm"] = norm;
         js["tokens_per_s"] = tps;
@@ -493,10 +529,17 @@ TrainResult TrainLoop::run() {
     }
     const bool last_step = step == t.steps;
     if ((t.eval_every > 0 && step % t.eval_every == 0) || last_step) {
-      const double val = evaluate(&diagnostics);
-      state_.last_val_loss = val;
-      result.final_val_loss = val;
-      log_eval(step, val, diagnostics);
+      const EvalResult r = run_eval(periodic_windows_, &diagnostics);
+      state_.last_val_loss = r.loss;
+      result.final_val_loss = r.loss;
+      log_eval(step, "subset", r, diagnostics);
+    }
+    if (last_step) {
+      // The run's result: the whole validation set (or its capped part), read once.
+      const EvalResult r = run_eval(final_windows_, &diagnostics);
+      state_.last_val_loss = r.loss;
+      result.final_val_loss = r.loss;
+      log_eval(step, "full", r, diagnostics);
     }
     state_.elapsed_s = elapsed_before + seconds_since(run_start);
     if ((t.checkpoint_every > 0 && step % t.checkpoint_every == 0) || last_step)

@@ -39,7 +39,7 @@ case_sweep() {
   check "the stopped run is continued, not restarted" grep -q "mode-mhc_seed-1: continuing from step 8" ablate.out
   check "six runs finished" test "$(grep -c ': done in' ablate.out)" -eq 6
   local out="$runs/default_modes_short/report"
-  for f in ablation.png diagnostics.png table.md hres_mode-hc_seed-1.png hres_mode-mhc_seed-1.png sweep_json; do
+  for f in ablation.png diagnostics.png table.md hres_hc.png hres_mhc.png sweep_json; do
     [ "$f" = sweep_json ] && f=../sweep.json
     check "report wrote $f" test -s "$out/$f"
   done
@@ -63,7 +63,8 @@ for run in sorted(os.listdir(root)):
         continue
     evals = [json.loads(l) for l in open(path) if '"eval"' in l]
     steps = [e["step"] for e in evals]
-    assert steps == [0, 8, 16, 24], (run, steps)  # the continued run kept its early evals
+    assert steps == [0, 8, 16, 24, 24], (run, steps)  # the continued run kept its early evals
+    assert [e["split"] for e in evals] == ["subset"] * 4 + ["full"], (run, evals)
     for e in evals:
         d = e["diagnostics"]
         assert len(d["act_rms"]) == 9 and "total" in d["grad_norm"], (run, d.keys())

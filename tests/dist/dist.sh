@@ -53,7 +53,7 @@ compare_losses() {
   python3 - "$@" <<'PY'
 import json, sys
 def losses(path):
-    return {r["step"]: r["loss"] for r in map(json.loads, open(path)) if r["type"] == "train"}
+    return {r["step"]: r["loss_step"] for r in map(json.loads, open(path)) if r["type"] == "train"}
 a, b, tol = losses(sys.argv[1]), losses(sys.argv[2]), float(sys.argv[3])
 steps = sorted(b)
 assert a and b and set(b) <= set(a) and steps == sorted(a)[-len(b):], (sorted(a), steps)
@@ -79,7 +79,7 @@ case_parity() {
 import json, sys
 def val(p): return [r["val_loss"] for r in map(json.loads, open(p)) if r["type"] == "eval"]
 a, b = val(sys.argv[1]), val(sys.argv[2])
-assert len(a) == len(b) == 3 and all(abs(x - y) <= 1e-5 * abs(x) for x, y in zip(a, b)), (a, b)
+assert len(a) == len(b) == 4 and all(abs(x - y) <= 1e-5 * abs(x) for x, y in zip(a, b)), (a, b)
 PY
   check "only rank 0 logged to the run directory" test "$(grep -c '\] step 50/50 |' dp/train.log)" -eq 1
 }

@@ -18,6 +18,12 @@ train_tiny() {  # train_tiny RUN_DIR [args...]
     --set "data.val=$work/corpus/*_val_*.bin" --run-dir "$run" "$@"
 }
 
+# Every field of a metrics file is in docs/metrics.md; every record is time-stamped.
+check_metrics_doc() {
+  check "metrics fields documented, records time-stamped ($1)" \
+    python3 "$here/check_metrics_doc.py" "$1" "$here/../../docs/metrics.md"
+}
+
 # Prints the val_loss of the first and last eval lines of a metrics file.
 eval_losses() {
   python3 -c '
@@ -42,6 +48,19 @@ case_train() {
   "$mhc" sample --checkpoint run --prompt "int main" --max-new-tokens 50 --seed 3 >sample2.txt 2>/dev/null
   check "sampling is reproducible for a seed" cmp -s sample.txt sample2.txt
   check "eval reports bits per byte" sh -c "'$mhc' eval --checkpoint run --batches 2 | grep -q 'bits per byte'"
+  check_metrics_doc run/metrics.jsonl
+  check "mhc eval of the final checkpoint = the run's final full evaluation" \
+    sh -c "'$mhc' eval --checkpoint run --json eval.json >/dev/null && python3 - run/metrics.jsonl eval.json <<'PY'
+import json, sys
+full = [r for r in map(json.loads, open(sys.argv[1])) if r['type'] == 'eval' and r['split'] == 'full']
+assert len(full) == 1, full
+got = json.load(open(sys.argv[2]))
+assert got['whole_set'], got
+for key in ('val_loss', 'val_loss_se', 'val_tokens', 'bits_per_byte'):
+    assert abs(got['result'][key] - full[0][key]) <= 1e-9 * abs(full[0][key]), (key, got, full)
+PY"
+  check "eval --batches beyond the set reads it once, with a note" \
+    sh -c "'$mhc' eval --checkpoint run --batches 100000 2>&1 | grep -q 'exceeds the .* micro-batches'"
   check "export" "$mhc" export --checkpoint run --output exported.safetensors
   check "export has the documented names" python3 - exported.safetensors "$mode" <<'PY'
 import json, struct, sys
@@ -87,11 +106,12 @@ case_resume() {
 import json, sys
 def losses(path):
     rows = [json.loads(l) for l in open(path)]
-    return [(r["type"], r["step"], r.get("loss"), r.get("val_loss"), r.get("grad_norm")) for r in rows]
+    return [(r["type"], r["step"], r.get("loss_step"), r.get("val_loss"), r.get("grad_norm")) for r in rows]
 a, b = losses(sys.argv[1]), losses(sys.argv[2])
 assert a == b, (a, b)
 print(len(a), "metrics rows identical")
 PY
+  check_metrics_doc split/metrics.jsonl
 }
 
 # expect_error DESCRIPTION PATTERN COMMAND...: exit code 1, exactly one stderr line,
@@ -160,6 +180,7 @@ case_errors() {
   expect_error "truncated checkpoint" "model.safetensors (is [0-9]+ bytes, state.json records|.*truncated)" \
     train_tiny run6 "${data[@]}" --set train.steps=8 --resume truncated
   expect_error "missing checkpoint" "no checkpoint|does not exist" "$mhc" sample --checkpoint nowhere
+  expect_error "eval --batches 0" "batches 0: must be at least 1" "$mhc" eval --checkpoint good --batches 0
 }
 
 case "$case_name" in

@@ -1,0 +1,91 @@
+#include "evaluate.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "error.h"
+
+namespace mhc {
+
+double EvalResult::bits_per_token() const { return loss / std::log(2.0); }
+
+double EvalResult::bits_per_byte() const {
+  if (bytes <= 0) return std::numeric_limits<double>::quiet_NaN();
+  return loss * static_cast<double>(tokens) / std::log(2.0) / bytes;
+}
+
+std::vector<int64_t> eval_windows(int64_t total, int64_t count) {
+  MHC_CHECK(total > 0 && count > 0);
+  std::vector<int64_t> w;
+  if (count >= total) {
+    w.resize(static_cast<size_t>(total));
+    for (int64_t i = 0; i < total; ++i) w[static_cast<size_t>(i)] = i;
+    return w;
+  }
+  w.reserve(static_cast<size_t>(count));
+  // Exact integer arithmetic: the same windows on every platform and rank.
+  for (int64_t i = 0; i < count; ++i) w.push_back(static_cast<int64_t>(
+      (static_cast<__int128>(i) * total) / count));
+  return w;
+}
+
+EvalResult evaluate(Model& model, const SequenceSampler& sampler,
+                    const std::vector<int64_t>& windows, int B, const Tokenizer* tok,
+                    Communicator* comm, const EvalBatchHook& after_batch) {
+  MHC_CHECK(B > 0);
+  const int T = model.shape().T;
+  const int rank = comm ? comm->rank() : 0, world = comm ? comm->size() : 1;
+  const int64_t count = static_cast<int64_t>(windows.size());
+  const int64_t batches = (count + B - 1) / B;
+  std::vector<int32_t> in(static_cast<size_t>(B) * T), tgt(in.size()), seq;
+  const int32_t doc_start = tok ? tok->document_start_token() : -1;
+  // Sums over this rank's sequences: per-sequence mean loss, its square, sequences, bytes.
+  double acc[4] = {0, 0, 0, 0};
+  for (int64_t batch = rank; batch < batches; batch += world) {
+    const int64_t first = batch * B;
+    const int rows = static_cast<int>(std::min<int64_t>(B, count - first));
+    for (int r = 0; r < rows; ++r)
+      sampler.val_sample(windows[static_cast<size_t>(first + r)], in.data() + static_cast<size_t>(r) * T,
+                         tgt.data() + static_cast<size_t>(r) * T);
+    model.forward(in.data(), tgt.data(), rows, T, 0.0f);
+    const std::vector<double>& losses = model.token_losses();
+    for (int r = 0; r < rows; ++r) {
+      double s = 0;
+      for (int t = 0; t < T; ++t) s += losses[static_cast<size_t>(r) * T + t];
+      const double m = s / T;
+      acc[0] += m;
+      acc[1] += m * m;
+      acc[2] += 1;
+      if (tok) {
+        // A document delimiter stands for no text: it adds no bytes.
+        seq.clear();
+        for (int t = 0; t < T; ++t) {
+          const int32_t id = tgt[static_cast<size_t>(r) * T + t];
+          if (id != doc_start) seq.push_back(id);
+        }
+        acc[3] += static_cast<double>(tok->decode(seq).size());
+      }
+    }
+    if (after_batch) after_batch(batch);
+  }
+  if (comm) comm->all_reduce_sum_host(acc, 4);
+  EvalResult res;
+  const double n = acc[2];
+  res.sequences = static_cast<int64_t>(n);
+  res.tokens = res.sequences * T;
+  res.batches = batches;
+  res.bytes = acc[3];
+  res.loss = n > 0 ? acc[0] / n : std::numeric_limits<double>::quiet_NaN();
+  if (n >= 2) {
+    // Sample variance of the per-sequence means (n − 1 in the denominator), clamped at 0
+    // against round-off when every sequence scores the same.
+    const double var = std::max(0.0, (acc[1] - n * res.loss * res.loss) / (n - 1));
+    res.se = std::sqrt(var / n);
+  } else {
+    res.se = std::numeric_limits<double>::quiet_NaN();
+  }
+  return res;
+}
+
+}  // namespace mhc

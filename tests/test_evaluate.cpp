@@ -1,0 +1,119 @@
+// The shared evaluation routine (core/evaluate.h): which windows it reads, and that its
+// mean loss and standard error are the arithmetic of per-sequence losses computed here
+// independently, one sequence per forward, including a partial last micro-batch.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "cpu/cpu_backend.h"
+#include "data/sampler.h"
+#include "data/shards.h"
+#include "evaluate.h"
+#include "model.h"
+#include "test_support.h"
+#include "tokenizer.h"
+
+namespace mhc {
+namespace {
+
+TEST(EvalWindows, WholeSetIsEveryWindowOnce) {
+  const std::vector<int64_t> w = eval_windows(37, 1000);
+  ASSERT_EQ(w.size(), 37u);
+  for (int64_t i = 0; i < 37; ++i) EXPECT_EQ(w[static_cast<size_t>(i)], i);
+}
+
+TEST(EvalWindows, SubsetIsSpreadOverTheSet) {
+  const std::vector<int64_t> w = eval_windows(1000, 8);
+  ASSERT_EQ(w.size(), 8u);
+  EXPECT_EQ(w.front(), 0);
+  EXPECT_GE(w.back(), 1000 - 1000 / 8);  // reaches the last eighth, not just the start
+  for (size_t i = 1; i < w.size(); ++i) EXPECT_EQ(w[i] - w[i - 1], 125);
+}
+
+struct EvalFixture {
+  static constexpr int kMaxBatch = 4;
+  explicit EvalFixture(const std::string& shard_path)
+      : cfg(testing::tiny_config("mhc", 2)), shape(model_shape_from_config(cfg)),
+        layout(ParamLayout::build(shape, cfg)), backend(1), model(backend, shape, layout, kMaxBatch) {
+    model.init_weights(3);
+    // Away from init, so sequences score differently and the spread is not tiny.
+    std::vector<double> w = model.get_params();
+    const std::vector<double> noise = testing::random_vector(w.size(), 11, 0.3);
+    for (size_t i = 0; i < w.size(); ++i) w[i] += noise[i];
+    model.set_params(w);
+    // 37 windows of T tokens (+1 for the last target): not a multiple of the batch.
+    const std::vector<int32_t> t = testing::random_tokens(37 * shape.T + 1, shape.V, 5);
+    write_shard(shard_path, std::vector<uint16_t>(t.begin(), t.end()));
+    shards = std::make_unique<ShardSet>(shard_path, shape.V, "test");
+    sampler = std::make_unique<SequenceSampler>(*shards, shape.T, 1);
+  }
+  // Mean loss of validation window w alone (a forward of one sequence).
+  double sequence_loss(int64_t w) {
+    std::vector<int32_t> in(static_cast<size_t>(shape.T)), tgt(in.size());
+    sampler->val_sample(w, in.data(), tgt.data());
+    return model.forward(in.data(), tgt.data(), 1, shape.T, 0.0f);
+  }
+  Config cfg;
+  ModelShape shape;
+  ParamLayout layout;
+  CpuBackend<double> backend;
+  Model model;
+  std::unique_ptr<ShardSet> shards;
+  std::unique_ptr<SequenceSampler> sampler;
+};
+
+TEST(Evaluate, MeanAndStandardErrorArePerSequenceArithmetic) {
+  testing::ScratchDir dir;
+  EvalFixture s(dir.file("val.bin"));
+  const int64_t n = s.sampler->val_windows();
+  ASSERT_EQ(n, 37);
+  std::vector<double> m;
+  for (int64_t w = 0; w < n; ++w) m.push_back(s.sequence_loss(w));
+  double mean = 0, ss = 0;
+  for (double v : m) mean += v / static_cast<double>(n);
+  for (double v : m) ss += (v - mean) * (v - mean);
+  const double se = std::sqrt(ss / static_cast<double>(n - 1)) / std::sqrt(static_cast<double>(n));
+  ASSERT_GT(se, 1e-3);  // the check below would be vacuous for identical sequences
+
+  ByteTokenizer tok;
+  const EvalResult r = evaluate(s.model, *s.sampler, eval_windows(n, n), EvalFixture::kMaxBatch, &tok);
+  EXPECT_EQ(r.sequences, n);
+  EXPECT_EQ(r.tokens, n * s.shape.T);
+  EXPECT_EQ(r.batches, (n + EvalFixture::kMaxBatch - 1) / EvalFixture::kMaxBatch);
+  EXPECT_NEAR(r.loss, mean, 1e-12);
+  EXPECT_NEAR(r.se, se, 1e-12);
+  // Byte tokens decode to one byte each: bits per byte equal bits per token.
+  EXPECT_EQ(r.bytes, static_cast<double>(r.tokens));
+  EXPECT_NEAR(r.bits_per_byte(), r.bits_per_token(), 1e-12);
+  EXPECT_NEAR(r.bits_per_token(), mean / std::log(2.0), 1e-12);
+
+  // Disjoint parts: their token-weighted mean is the whole's loss.
+  double weighted = 0;
+  int64_t tokens = 0;
+  for (int64_t lo = 0; lo < n; lo += 10) {
+    std::vector<int64_t> part;
+    for (int64_t w = lo; w < std::min<int64_t>(n, lo + 10); ++w) part.push_back(w);
+    const EvalResult p = evaluate(s.model, *s.sampler, part, EvalFixture::kMaxBatch, nullptr);
+    weighted += p.loss * static_cast<double>(p.tokens);
+    tokens += p.tokens;
+    EXPECT_EQ(p.bytes, 0.0);
+    EXPECT_TRUE(std::isnan(p.bits_per_byte()));
+  }
+  EXPECT_EQ(tokens, r.tokens);
+  EXPECT_NEAR(weighted / static_cast<double>(tokens), r.loss, 1e-12);
+}
+
+TEST(Evaluate, OneSequenceHasNoStandardError) {
+  testing::ScratchDir dir;
+  EvalFixture s(dir.file("val.bin"));
+  const EvalResult r = evaluate(s.model, *s.sampler, {3}, EvalFixture::kMaxBatch, nullptr);
+  EXPECT_EQ(r.sequences, 1);
+  EXPECT_NEAR(r.loss, s.sequence_loss(3), 1e-12);
+  EXPECT_TRUE(std::isnan(r.se));
+}
+
+}  // namespace
+}  // namespace mhc

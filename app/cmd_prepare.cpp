@@ -11,7 +11,7 @@ void add_prepare_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("prepare", "tokenize text into train/val shards");
   cmd->add_option("--input", opts->inputs, "text file or directory (repeatable)")->required();
   cmd->add_option("--output", opts->output_dir, "output directory for the shards")->required();
-  cmd->add_option("--tokenizer", opts->tokenizer, "byte or gpt2")->check(CLI::IsMember({"byte", "gpt2"}));
+  cmd->add_option("--tokenizer", opts->tokenizer, "byte (a blank line ends each document) or gpt2 (<|endoftext|> = 50256 starts each)")->check(CLI::IsMember({"byte", "gpt2"}));
   cmd->add_option("--gpt2-dir", opts->gpt2_dir, "folder with encoder.json and vocab.bpe (gpt2)");
   cmd->add_option("--val-fraction", opts->val_fraction, "fraction of documents held out");
   cmd->add_option("--shard-tokens", opts->shard_tokens, "tokens per shard at most");

@@ -66,6 +66,8 @@ class Gpt2Tokenizer final : public Tokenizer {
   std::string decode(const std::vector<int32_t>& tokens) const override;
   // Id of a token given by its raw bytes, -1 when absent.
   int32_t token_id(const std::string& bytes) const;
+  // <|endoftext|> (50256 in GPT-2's vocabulary); -1 when the vocabulary lacks it.
+  int32_t document_start_token() const override { return token_id("<|endoftext|>"); }
 
  private:
   void bpe(std::string_view piece, std::vector<int32_t>& out) const;

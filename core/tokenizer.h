@@ -17,6 +17,10 @@ class Tokenizer {
   virtual std::vector<int32_t> encode(const std::string& text) const = 0;
   // Decoding may return partial UTF-8 at the edges; callers print the bytes as they are.
   virtual std::string decode(const std::vector<int32_t>& tokens) const = 0;
+  // The token `mhc prepare` puts at the start of every document, or -1 when documents are
+  // separated by text instead (byte: a blank line after each). GPT-2: <|endoftext|>
+  // (50256), as llm.c's and nanoGPT's shards are delimited.
+  virtual int32_t document_start_token() const { return -1; }
 };
 
 class ByteTokenizer final : public Tokenizer {

@@ -5,9 +5,12 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
+#include "data/prepare.h"
+#include "data/shards.h"
 #include "gpt2_tokenizer.h"
 #include "test_support.h"
 #include "tokenizer.h"
@@ -187,6 +190,81 @@ TEST(Gpt2Real, KnownIdsAndRoundTrips) {
                                   220, 9029, 628}));
   EXPECT_EQ(tok.decode({50256}), "<|endoftext|>");
   fuzz_round_trips(tok, 1500);
+}
+
+TEST(Gpt2Real, EndOfTextIsTheDocumentDelimiter) {
+  const std::string dir = real_vocab_dir();
+  if (dir.empty()) GTEST_SKIP() << "GPT-2 files not fetched (data/get_gpt2_vocab.sh)";
+  EXPECT_EQ(Gpt2Tokenizer(read_gpt2_vocab(dir)).document_start_token(), 50256);
+}
+
+// ---- mhc prepare --tokenizer gpt2: documents delimited as llm.c and nanoGPT do ----------
+
+// A GPT-2-sized vocabulary (50257 ids) with the real layout where it matters: the 256
+// bytes, one merge, and <|endoftext|> at 50256; the ids in between are unused fillers.
+void write_gpt2_sized_vocab(const std::string& dir) {
+  std::string enc = "{";
+  for (int b = 0; b < 256; ++b) {
+    std::string spelled;
+    const uint32_t cp = gpt2_byte_to_unicode(static_cast<uint8_t>(b));
+    if (cp < 0x80) spelled = cp == '"' ? "\\\"" : cp == '\\' ? "\\\\" : std::string(1, static_cast<char>(cp));
+    else spelled = fmt::format("\\u{:04x}", cp);
+    enc += fmt::format("\"{}\": {}, ", spelled, b);
+  }
+  enc += "\"he\": 256, ";
+  for (int id = 257; id < 50256; ++id) enc += fmt::format("\"~filler{}\": {}, ", id, id);
+  enc += "\"<|endoftext|>\": 50256}";
+  testing::write_file_bytes(dir + "/encoder.json", enc);
+  testing::write_file_bytes(dir + "/vocab.bpe", "#version: 0.2\nh e\n");
+}
+
+TEST(Gpt2Prepare, EveryDocumentStartsWithEndOfText) {
+  testing::ScratchDir dir;
+  write_gpt2_sized_vocab(dir.path());
+  std::filesystem::create_directories(dir.file("in"));
+  std::map<std::string, int> texts;  // document text -> times seen in the shards
+  for (int i = 0; i < 12; ++i) {
+    const std::string text = fmt::format("he said {} times: hello there\n\nthe end {}.\n", i, i * 7);
+    testing::write_file_bytes(dir.file(fmt::format("in/doc{:02d}.txt", i)), text);
+    texts[text] = 0;
+  }
+  PrepareOptions opt;
+  opt.inputs = {dir.file("in")};
+  opt.output_dir = dir.file("out");
+  opt.tokenizer = "gpt2";
+  opt.gpt2_dir = dir.path();
+  opt.val_fraction = 0.3;
+  const PrepareReport r = prepare_corpus(opt);
+  ASSERT_EQ(r.documents, 12);
+  const auto tok = make_tokenizer("gpt2", dir.path());
+  ASSERT_EQ(tok->document_start_token(), 50256);
+  int delimiters = 0;
+  for (const char* split : {"train", "val"}) {
+    ShardSet set(dir.file(std::string("out/*_") + split + "_*.bin"), 50257, "test");
+    std::vector<int32_t> stream;
+    for (const auto& sh : set.shards()) stream.insert(stream.end(), sh.tokens(), sh.tokens() + sh.size());
+    ASSERT_FALSE(stream.empty()) << split;
+    EXPECT_EQ(stream.front(), 50256) << split << " does not start with <|endoftext|>";
+    // Cut at the delimiters: each piece is one whole document, nothing before or after it.
+    std::vector<int32_t> doc;
+    auto flush = [&] {
+      const std::string text = tok->decode(doc);
+      ASSERT_TRUE(texts.count(text)) << split << ": piece is not a document: '" << text << "'";
+      ++texts[text];
+      doc.clear();
+    };
+    for (size_t i = 0; i < stream.size(); ++i) {
+      if (stream[i] == 50256) {
+        ++delimiters;
+        if (i > 0) flush();
+      } else {
+        doc.push_back(stream[i]);
+      }
+    }
+    flush();
+  }
+  EXPECT_EQ(delimiters, 12);
+  for (const auto& [text, seen] : texts) EXPECT_EQ(seen, 1) << text;
 }
 
 }  // namespace

@@ -147,6 +147,7 @@ PrepareReport prepare_corpus(const PrepareOptions& options) {
 
   const auto tokenizer = make_tokenizer(options.tokenizer, options.gpt2_dir);
   const int vocab = tokenizer->vocab_size();
+  const int32_t doc_start = tokenizer->document_start_token();
   if (vocab > 65536)
     fail("prepare: tokenizer '{}' has {} tokens, more than the shard format's uint16 holds",
          tokenizer->name(), vocab);
@@ -181,9 +182,14 @@ PrepareReport prepare_corpus(const PrepareOptions& options) {
       fail("prepare: input '{}' is not text (a NUL byte at offset {}); give text files", doc.path,
            nul);
     report.bytes += static_cast<int64_t>(text.size());
-    text += "\n\n";
     const bool to_val = uniform01(hash_string(doc.rel), 0) < options.val_fraction;
     std::vector<uint16_t>& dest = to_val ? val : train;
+    // A delimiter token starts each document (GPT-2's <|endoftext|>, as llm.c and nanoGPT
+    // write their shards); without one (byte), a blank line ends each document.
+    if (doc_start >= 0)
+      dest.push_back(static_cast<uint16_t>(doc_start));
+    else
+      text += "\n\n";
     for (int32_t t : tokenizer->encode(text)) {
       MHC_CHECK(t >= 0 && t < vocab);
       dest.push_back(static_cast<uint16_t>(t));

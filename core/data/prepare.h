@@ -21,7 +21,9 @@ struct PrepareReport {
   std::vector<std::string> files_written;
 };
 
-// Documents are the input files in sorted path order, each followed by a blank line.
+// Documents are the input files in sorted path order. With a tokenizer that has a
+// document delimiter (gpt2: <|endoftext|> = 50256) each document starts with it, as in
+// llm.c's and nanoGPT's GPT-2 shards; otherwise (byte) each is followed by a blank line.
 // A document goes to validation when a hash of its relative path falls under
 // val_fraction; when that leaves either side empty (e.g. a single file), the last
 // val_fraction of the token stream becomes validation instead. val_fraction 0: no validation.

@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "error.h"
+#include "text_util.h"
 
 namespace mhc::app {
 
@@ -65,6 +66,14 @@ std::string join_command_line(int argc, char** argv) {
     out += (i ? " " : "") + (quote ? "'" + a + "'" : a);
   }
   return out;
+}
+
+std::string did_you_mean(const std::string& word, const std::vector<std::string>& known) {
+  const std::string best = closest_match(word, known);
+  if (!best.empty()) return "; did you mean '" + best + "'?";
+  std::string list;
+  for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
+  return "; commands: " + list + ", help";
 }
 
 }  // namespace mhc::app

@@ -25,4 +25,7 @@ void print_config_help();
 
 std::string join_command_line(int argc, char** argv);
 
+// "; did you mean 'X'?" for the closest of `known` to `word`, else "; commands: a, b, ...".
+std::string did_you_mean(const std::string& word, const std::vector<std::string>& known);
+
 }  // namespace mhc::app

@@ -24,7 +24,7 @@ void add_export_command(CLI::App& app) {
     LoadedModel lm = load_trained_model(a->checkpoint, "cpu", 1, 1);
     write_weights(a->output, *lm.model, lm.cfg, lm.cfg.data.tokenizer, a->dtype == "bf16");
     std::printf("exported %zu tensors (%lld parameters) from %s to %s\n", lm.layout->params.size(),
-                static_cast<long long>(lm.layout->total), lm.checkpoint_dir.c_str(), a->output.c_str());
+                static_cast<long long>(parameter_count(*lm.layout, lm.shape)), lm.checkpoint_dir.c_str(), a->output.c_str());
   });
 }
 

@@ -7,6 +7,7 @@
 #include "cli_common.h"
 #include "commands.h"
 #include "comm_factory.h"
+#include "data/shards.h"
 #include "dist/agree.h"
 #include "model.h"
 #include "model_shape.h"
@@ -39,12 +40,17 @@ void dry_run(const Config& cfg) {
   const ModelShape shape = model_shape_from_config(cfg);
   const ParamLayout layout = ParamLayout::build(shape, cfg);
   std::printf("%-40s %-16s %12s  %s\n", "parameter", "shape", "count", "decay");
-  for (const auto& p : layout.params)
-    std::printf("%-40s %-16s %12lld  %s\n", p.name.c_str(), shape_string(p.shape).c_str(),
-                static_cast<long long>(p.numel), p.decay ? "yes" : "no");
-  const int64_t conn = layout.count_matching(true);
+  for (const auto& p : layout.params) {
+    const std::vector<int64_t> shp = user_param_shape(p, shape);
+    int64_t count = 1;
+    for (int64_t d : shp) count *= d;
+    std::printf("%-40s %-16s %12lld  %s\n", p.name.c_str(), shape_string(shp).c_str(),
+                static_cast<long long>(count), p.decay ? "yes" : "no");
+  }
+  const int64_t total = parameter_count(layout, shape);
+  const int64_t conn = parameter_count(layout, shape, true);
   std::printf("\ntotal parameters: %lld (%.3fM; %lld in residual connections)\n",
-              static_cast<long long>(layout.total), layout.total / 1e6, static_cast<long long>(conn));
+              static_cast<long long>(total), total / 1e6, static_cast<long long>(conn));
   BackendChoice choice = make_backend(cfg.train);
   const Backend& be = *choice.backend;
   const int B = static_cast<int>(cfg.train.micro_batch);
@@ -56,6 +62,30 @@ void dry_run(const Config& cfg) {
               "total %s\n", B, shape.T, human_bytes(static_cast<double>(model_bytes)).c_str(),
               human_bytes(static_cast<double>(opt_bytes)).c_str(),
               human_bytes(static_cast<double>(model_bytes + opt_bytes)).c_str());
+  const char* where = be.device() == DeviceKind::Cpu ? "host memory" : "device memory";
+  if (choice.memory_bytes > 0 && model_bytes + opt_bytes > choice.memory_bytes)
+    std::fprintf(stderr, "warning: the memory estimate %s exceeds the %s (%s); lower "
+                 "train.micro_batch (with train.grad_accum) or set train.recompute\n",
+                 human_bytes(static_cast<double>(model_bytes + opt_bytes)).c_str(), where,
+                 human_bytes(static_cast<double>(choice.memory_bytes)).c_str());
+  // The data a run would read: a missing or malformed shard fails here, not at step 0.
+  const ShardSet train(cfg.data.train, shape.V, "data.train");
+  const ShardSet val(cfg.data.val, shape.V, "data.val");
+  std::printf("data: %lld train tokens in %zu shards, %lld val tokens in %zu shards\n",
+              static_cast<long long>(train.total_tokens()), train.shards().size(),
+              static_cast<long long>(val.total_tokens()), val.shards().size());
+}
+
+// <first config file's stem>-<mode>, without doubling a stem that already names the mode
+// (configs/hc.yaml gives "hc", not "hc-hc").
+std::string default_run_name(const std::vector<std::string>& configs, const std::string& mode) {
+  const std::string stem =
+      configs.empty() ? std::string("run") : std::filesystem::path(configs.front()).stem().string();
+  const std::string suffix = "-" + mode;
+  if (stem == mode || (stem.size() > suffix.size() &&
+                       stem.compare(stem.size() - suffix.size(), suffix.size(), suffix) == 0))
+    return stem;
+  return stem + suffix;
 }
 
 }  // namespace
@@ -81,12 +111,7 @@ void add_train_command(CLI::App& app, const AppContext& ctx) {
     if (args->stop_at_step < 0)
       fail("--stop-at-step {}: must be >= 1 (or 0, the default, for no stop)", args->stop_at_step);
     Config cfg = resolve_config(args->configs, args->sets);
-    if (cfg.run.name.empty()) {
-      const std::string stem = args->configs.empty()
-                                   ? std::string("run")
-                                   : std::filesystem::path(args->configs.front()).stem().string();
-      cfg.run.name = stem + "-" + cfg.residual.mode;
-    }
+    if (cfg.run.name.empty()) cfg.run.name = default_run_name(args->configs, cfg.residual.mode);
     if (args->print_config) {
       std::fputs(config_to_yaml(cfg).c_str(), stdout);
       return;
@@ -95,6 +120,10 @@ void add_train_command(CLI::App& app, const AppContext& ctx) {
       dry_run(cfg);
       return;
     }
+    // Nothing is created before the data are known to exist: a run started from the wrong
+    // directory (relative data globs) fails here, leaving no empty run directory behind.
+    shard_paths(cfg.data.train, "data.train");
+    shard_paths(cfg.data.val, "data.val");
     // Joins the data-parallel job (a no-op for one process); bootstrap failures are
     // errors on every rank that arrived, after dist.timeout_s at most.
     if (ctx.install_stop_signals) ctx.install_stop_signals();

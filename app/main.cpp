@@ -2,6 +2,7 @@
 // A thin main: subcommands live in cmd_*.cpp, all logic in core/.
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -51,8 +52,11 @@ void install_stop_signals() {
 }
 
 int main(int argc, char** argv) {
-  CLI::App app{"mhc: pretrain small transformers with baseline, HC or mHC residual connections"};
+  CLI::App app{"mhc: pretrain small transformers with baseline, HC or mHC residual connections", "mhc"};
   app.require_subcommand(1);
+  // Every subcommand's --help shows each option's default (inherited by add_subcommand).
+  app.option_defaults()->always_capture_default();
+  app.footer("Run 'mhc help COMMAND' or 'mhc COMMAND --help' for a command's options.");
   app.set_version_flag("--version", std::string("mhc ") + MHC_VERSION);
   // Only training turns SIGINT/SIGTERM/SIGUSR1/SIGHUP into a graceful stop; other commands
   // keep the default (terminate).
@@ -65,6 +69,31 @@ int main(int argc, char** argv) {
   mhc::app::add_export_command(app);
   mhc::app::add_inspect_command(app);
   mhc::app::add_bench_command(app);
+  std::vector<std::string> commands;
+  for (const CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; }))
+    commands.push_back(sub->get_name());
+  if (argc >= 2 && argv[1][0] != '-') {
+    const std::string word = argv[1];
+    if (word == "help") {  // mhc help [COMMAND]
+      if (argc >= 3) {
+        for (const CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; }))
+          if (sub->get_name() == argv[2]) {
+            std::fputs(sub->help().c_str(), stdout);
+            return 0;
+          }
+        std::fprintf(stderr, "error: unknown command '%s'%s\n", argv[2],
+                     mhc::app::did_you_mean(argv[2], commands).c_str());
+        return 1;
+      }
+      std::fputs(app.help().c_str(), stdout);
+      return 0;
+    }
+    if (std::find(commands.begin(), commands.end(), word) == commands.end()) {
+      std::fprintf(stderr, "error: unknown command '%s'%s\n", word.c_str(),
+                   mhc::app::did_you_mean(word, commands).c_str());
+      return 1;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,5 +1,7 @@
 #include "backend_factory.h"
 
+#include <unistd.h>
+
 #include "cpu/cpu_backend.h"
 #include "error.h"
 #ifdef MHC_WITH_CUDA
@@ -25,6 +27,7 @@ BackendChoice make_backend(const Config::Train& train, int local_rank) {
     if (probe.usable) {
       const DType compute = train.precision == "bf16" ? DType::BF16 : DType::F32;
       out.backend = make_cuda_backend(local_rank, compute);
+      out.memory_bytes = probe.total_memory;
       out.reason = "using " + out.backend->name() +
                    (train.device == "auto" ? " (train.device=auto found a GPU)" : "");
       return out;
@@ -35,6 +38,8 @@ BackendChoice make_backend(const Config::Train& train, int local_rank) {
   if (train.device == "cuda")
     fail("train.device=cuda but CUDA is not usable: {}", why_not_cuda);
   out.backend = std::make_unique<CpuBackend<float>>(static_cast<int>(train.threads));
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  if (pages > 0 && page > 0) out.memory_bytes = static_cast<int64_t>(pages) * page;
   out.reason = "using " + out.backend->name() +
                (train.device == "auto" ? " (train.device=auto: " + why_not_cuda + ")" : "");
   return out;

@@ -1,6 +1,7 @@
 // Picks and builds the backend a run asks for (train.device, train.precision,
 // train.threads): auto uses CUDA when a GPU is usable, else the CPU.
 #pragma once
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -12,6 +13,7 @@ namespace mhc {
 struct BackendChoice {
   std::unique_ptr<Backend> backend;
   std::string reason;  // one line for the log: what was picked and why
+  int64_t memory_bytes = 0;  // the GPU's memory (total), or the host's RAM for the CPU backend
 };
 
 // local_rank selects the GPU. MhcError when train.device=cuda cannot be honoured.

@@ -149,4 +149,21 @@ std::vector<double> init_param(const ParamInfo& p, const ModelShape& s, uint64_t
   return v;
 }
 
+std::vector<int64_t> user_param_shape(const ParamInfo& p, const ModelShape& shape) {
+  std::vector<int64_t> out = p.shape;
+  if (p.name == "embed.weight" || p.name == "lm_head.weight") out[0] = shape.V;
+  return out;
+}
+
+int64_t parameter_count(const ParamLayout& layout, const ModelShape& shape, bool connections_only) {
+  int64_t total = 0;
+  for (const auto& p : layout.params) {
+    if (connections_only && !is_connection_param(p.name)) continue;
+    int64_t n = 1;
+    for (int64_t d : user_param_shape(p, shape)) n *= d;
+    total += n;
+  }
+  return total;
+}
+
 }  // namespace mhc

@@ -59,6 +59,15 @@ struct ParamLayout {
 
 bool is_connection_param(const std::string& name);
 
+// The shape a parameter has for a user, as checkpoints and `mhc export` store it:
+// vocabulary-sized tensors (embed, untied head) have V rows, not the padded Vp.
+std::vector<int64_t> user_param_shape(const ParamInfo& p, const ModelShape& shape);
+// The model's parameter count as a user counts it: the entries of every tensor at its
+// user shape, without the alignment gaps of the flat buffer or padded vocabulary rows.
+// connections_only: only the residual-connection parameters.
+int64_t parameter_count(const ParamLayout& layout, const ModelShape& shape,
+                        bool connections_only = false);
+
 // Initial values of one parameter (host, double).
 std::vector<double> init_param(const ParamInfo& p, const ModelShape& shape, uint64_t seed);
 

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <limits>
 
 #include "error.h"
@@ -187,22 +188,33 @@ Shard::Shard(Shard&& other) noexcept
   other.count_ = 0;
 }
 
-ShardSet::ShardSet(const std::string& glob_pattern, int vocab_size,
-                   const std::string& config_key) {
+std::vector<std::string> shard_paths(const std::string& glob_pattern, const std::string& config_key) {
   glob_t g{};
   int rc = ::glob(glob_pattern.c_str(), 0, nullptr, &g);
   std::vector<std::string> paths;
   if (rc == 0) paths.assign(g.gl_pathv, g.gl_pathv + g.gl_pathc);
   ::globfree(&g);
-  if (rc == GLOB_NOMATCH || (rc == 0 && paths.empty()))
-    fail("no data shards match '{}' (from {}); check the path, or create shards with "
+  if (rc == GLOB_NOMATCH || (rc == 0 && paths.empty())) {
+    // A relative glob is the usual culprit when a run starts in another directory.
+    std::error_code ec;
+    const std::string where = !glob_pattern.empty() && glob_pattern[0] != '/'
+                                  ? " (a relative path, from " + std::filesystem::current_path(ec).string() + ")"
+                                  : "";
+    fail("no data shards match '{}'{} (from {}); check the path, or create shards with "
          "`mhc prepare`",
-         glob_pattern, config_key);
+         glob_pattern, where, config_key);
+  }
   if (rc != 0)
     fail("cannot expand '{}' (from {}): {}", glob_pattern, config_key,
          rc == GLOB_NOSPACE ? "out of memory" : "read error");
   // glob(3) sorts by the locale's collation; byte order is the same everywhere.
   std::sort(paths.begin(), paths.end());
+  return paths;
+}
+
+ShardSet::ShardSet(const std::string& glob_pattern, int vocab_size,
+                   const std::string& config_key) {
+  const std::vector<std::string> paths = shard_paths(glob_pattern, config_key);
   shards_.reserve(paths.size());
   for (const auto& p : paths) shards_.emplace_back(p, vocab_size);
 }

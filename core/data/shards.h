@@ -50,6 +50,11 @@ class Shard {
   int max_token_ = 0;
 };
 
+// The files a glob matches, in byte order; MhcError naming the glob and its config key
+// (and, for a relative glob, the current directory) when it matches nothing. Cheap: the
+// files are not opened.
+std::vector<std::string> shard_paths(const std::string& glob_pattern, const std::string& config_key);
+
 // All shards matching a glob, in sorted path order. Throws when the glob matches
 // nothing (naming the glob and the config key it came from).
 class ShardSet {

@@ -180,6 +180,14 @@ case_errors() {
   expect_error "truncated checkpoint" "model.safetensors (is [0-9]+ bytes, state.json records|.*truncated)" \
     train_tiny run6 "${data[@]}" --set train.steps=8 --resume truncated
   expect_error "missing checkpoint" "no checkpoint|does not exist" "$mhc" sample --checkpoint nowhere
+  expect_error "dry-run checks the data" "no data shards match.*data.val" \
+    "$mhc" train -c "$here/tiny.yaml" --set "data.train=$work/corpus/*_train_*.bin" --set "data.val=$work/none/*.bin" --dry-run
+  mkdir -p elsewhere
+  expect_error "a run from another directory (relative data globs)" "relative path, from .*elsewhere" \
+    sh -c "cd elsewhere && exec '$mhc' train -c '$here/tiny.yaml'"
+  check "... and it created nothing there" test -z "$(ls -A elsewhere)"
+  expect_error "mistyped command" "unknown command 'tarin'; did you mean 'train'" "$mhc" tarin
+  check "mhc help eval shows defaults" sh -c "'$mhc' help eval | grep -q 'threads INT=0'"
   expect_error "eval --batches 0" "batches 0: must be at least 1" "$mhc" eval --checkpoint good --batches 0
 }
 

@@ -390,9 +390,9 @@ TrainResult TrainLoop::run() {
     }
     metrics_ = std::make_unique<MetricsWriter>(metrics_path);
     if (!resume_changes_.empty()) {
-      nlohmann::ordered_json js;
-      js["type"] = "resume";
-      js["step"] = state_.step;
+      elapsed_before_ = state_.elapsed_s;  // the record's elapsed_s: where the run resumes
+      run_start_ = Clock::now();
+      nlohmann::ordered_json js = record("resume", state_.step);
       js["config_changes"] = resume_changes_;
       metrics_->write(js);
     }

@@ -89,7 +89,7 @@ def rows(path):
     for l in open(path):
         r = json.loads(l)
         if r["type"] in ("train", "eval"):
-            out.append((r["type"], r["step"], r.get("loss"), r.get("val_loss"), r.get("grad_norm")))
+            out.append((r["type"], r["step"], r.get("loss_step"), r.get("val_loss"), r.get("grad_norm")))
     return out
 a, b = rows(sys.argv[1]), rows(sys.argv[2])
 assert a == b, "metrics differ"

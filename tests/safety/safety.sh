@@ -384,7 +384,8 @@ case_files() {
   check "the read-only folder got no train.log" test ! -e ro2/train.log
   expect_error "a failed start (no data)" "no data shards match" \
     train_tiny fresh --set "data.train=$work/none/*.bin"
-  check "a failed start leaves no empty train.log (the error is in it)" grep -q "no data shards match" fresh/train.log
+  # Issue 14: missing data (e.g. relative globs from another directory) fail before anything is created.
+  check "a failed start for missing data creates no run directory" test ! -e fresh
   check "a checkpoint" train_tiny good "${data[@]}" --set train.steps=4 --set train.warmup=2 --set train.eval_every=0 \
     2>/dev/null
   mkdir -p outdir

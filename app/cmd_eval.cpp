@@ -29,7 +29,7 @@ nlohmann::ordered_json or_null(double v) {
 }
 
 nlohmann::ordered_json result_json(const EvalResult& r) {
-  return {{"val_loss", r.loss},           {"val_loss_se", or_null(r.se)},
+  return {{"val_loss", r.loss},           {"val_loss_se", or_null(r.se)}, {"val_loss_se_blocks", r.se_blocks},
           {"val_tokens", r.tokens},       {"val_sequences", r.sequences},
           {"bits_per_token", r.bits_per_token()}, {"bits_per_byte", or_null(r.bits_per_byte())}};
 }
@@ -94,8 +94,8 @@ void add_eval_command(CLI::App& app) {
     std::printf("data: %s (%lld of %lld windows of %d tokens%s)\n", glob.c_str(),
                 static_cast<long long>(windows.size()), static_cast<long long>(total), lm.shape.T,
                 whole ? ": the whole set" : ", spread evenly");
-    std::printf("val loss: %.4f ± %.4f nats/token (standard error) over %lld tokens\n", r.loss, r.se,
-                static_cast<long long>(r.tokens));
+    std::printf("val loss: %.4f ± %.4f nats/token (standard error, %d blocks) over %lld tokens\n", r.loss,
+                r.se, r.se_blocks, static_cast<long long>(r.tokens));
     std::printf("bits per token: %.4f\n", r.bits_per_token());
     if (tok)
       std::printf("bits per byte: %.4f (%s tokenizer, %.3f bytes/token)\n", r.bits_per_byte(),

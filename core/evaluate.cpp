@@ -40,8 +40,10 @@ EvalResult evaluate(Model& model, const SequenceSampler& sampler,
   const int64_t batches = (count + B - 1) / B;
   std::vector<int32_t> in(static_cast<size_t>(B) * T), tgt(in.size()), seq;
   const int32_t doc_start = tok ? tok->document_start_token() : -1;
-  // Sums over this rank's sequences: per-sequence mean loss, its square, sequences, bytes.
-  double acc[4] = {0, 0, 0, 0};
+  // Sums over this rank's sequences: [0] sequences, [1] bytes, then per SE block the sum
+  // of per-sequence mean losses and the block's sequence count.
+  const int blocks = static_cast<int>(std::min<int64_t>(kSeBlocks, count));
+  std::vector<double> acc(2 + 2 * static_cast<size_t>(std::max(blocks, 1)), 0.0);
   for (int64_t batch = rank; batch < batches; batch += world) {
     const int64_t first = batch * B;
     const int rows = static_cast<int>(std::min<int64_t>(B, count - first));
@@ -53,10 +55,13 @@ EvalResult evaluate(Model& model, const SequenceSampler& sampler,
     for (int r = 0; r < rows; ++r) {
       double s = 0;
       for (int t = 0; t < T; ++t) s += losses[static_cast<size_t>(r) * T + t];
-      const double m = s / T;
-      acc[0] += m;
-      acc[1] += m * m;
-      acc[2] += 1;
+      // Window position p belongs to block floor(p * blocks / count): equal blocks of
+      // consecutive windows, the same on every rank.
+      const int64_t p = first + r;
+      const size_t blk = static_cast<size_t>((static_cast<__int128>(p) * blocks) / count);
+      acc[0] += 1;
+      acc[2 + 2 * blk] += s / T;
+      acc[3 + 2 * blk] += 1;
       if (tok) {
         // A document delimiter stands for no text: it adds no bytes.
         seq.clear();
@@ -64,26 +69,32 @@ EvalResult evaluate(Model& model, const SequenceSampler& sampler,
           const int32_t id = tgt[static_cast<size_t>(r) * T + t];
           if (id != doc_start) seq.push_back(id);
         }
-        acc[3] += static_cast<double>(tok->decode(seq).size());
+        acc[1] += static_cast<double>(tok->decode(seq).size());
       }
     }
     if (after_batch) after_batch(batch);
   }
-  if (comm) comm->all_reduce_sum_host(acc, 4);
+  if (comm) comm->all_reduce_sum_host(acc.data(), static_cast<int>(acc.size()));
   EvalResult res;
-  const double n = acc[2];
+  const double n = acc[0];
   res.sequences = static_cast<int64_t>(n);
   res.tokens = res.sequences * T;
   res.batches = batches;
-  res.bytes = acc[3];
-  res.loss = n > 0 ? acc[0] / n : std::numeric_limits<double>::quiet_NaN();
-  if (n >= 2) {
-    // Sample variance of the per-sequence means (n − 1 in the denominator), clamped at 0
-    // against round-off when every sequence scores the same.
-    const double var = std::max(0.0, (acc[1] - n * res.loss * res.loss) / (n - 1));
-    res.se = std::sqrt(var / n);
-  } else {
-    res.se = std::numeric_limits<double>::quiet_NaN();
+  res.bytes = acc[1];
+  double total = 0;
+  for (int b = 0; b < blocks; ++b) total += acc[2 + 2 * static_cast<size_t>(b)];
+  res.loss = n > 0 ? total / n : std::numeric_limits<double>::quiet_NaN();
+  res.se = std::numeric_limits<double>::quiet_NaN();
+  res.se_blocks = blocks;
+  if (blocks >= 2) {
+    // Sample variance (blocks − 1 in the denominator) of the block means. Blocks differ
+    // by at most one window in size; each block mean weighs its windows equally.
+    double ss = 0;
+    for (int b = 0; b < blocks; ++b) {
+      const double mean_b = acc[2 + 2 * static_cast<size_t>(b)] / acc[3 + 2 * static_cast<size_t>(b)];
+      ss += (mean_b - res.loss) * (mean_b - res.loss);
+    }
+    res.se = std::sqrt(ss / (blocks - 1) / blocks);
   }
   return res;
 }

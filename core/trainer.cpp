@@ -237,6 +237,7 @@ void TrainLoop::log_eval(int64_t step, const char* split, const EvalResult& r,
   js["split"] = split;
   js["val_loss"] = r.loss;
   js["val_loss_se"] = std::isfinite(r.se) ? nlohmann::ordered_json(r.se) : nlohmann::ordered_json();
+  js["val_loss_se_blocks"] = r.se_blocks;
   js["val_tokens"] = r.tokens;
   js["val_sequences"] = r.sequences;
   js["bits_per_token"] = r.bits_per_token();

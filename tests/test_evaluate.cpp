@@ -1,5 +1,5 @@
 // The shared evaluation routine (core/evaluate.h): which windows it reads, and that its
-// mean loss and standard error are the arithmetic of per-sequence losses computed here
+// mean loss and batch-means standard error are the arithmetic of per-sequence losses computed here
 // independently, one sequence per forward, including a partial last micro-batch.
 #include <gtest/gtest.h>
 
@@ -72,10 +72,24 @@ TEST(Evaluate, MeanAndStandardErrorArePerSequenceArithmetic) {
   ASSERT_EQ(n, 37);
   std::vector<double> m;
   for (int64_t w = 0; w < n; ++w) m.push_back(s.sequence_loss(w));
-  double mean = 0, ss = 0;
+  double mean = 0;
   for (double v : m) mean += v / static_cast<double>(n);
-  for (double v : m) ss += (v - mean) * (v - mean);
-  const double se = std::sqrt(ss / static_cast<double>(n - 1)) / std::sqrt(static_cast<double>(n));
+  // Batch means: kSeBlocks blocks of consecutive windows (sizes 2 or 3 for 37 windows),
+  // written out here independently of the routine's accumulation.
+  const int blocks = kSeBlocks;
+  std::vector<double> block_sum(blocks, 0.0), block_count(blocks, 0.0);
+  for (int64_t w = 0; w < n; ++w) {
+    const int b = static_cast<int>(w * blocks / n);
+    block_sum[static_cast<size_t>(b)] += m[static_cast<size_t>(w)];
+    block_count[static_cast<size_t>(b)] += 1;
+  }
+  double ss = 0;
+  for (int b = 0; b < blocks; ++b) {
+    ASSERT_GE(block_count[static_cast<size_t>(b)], 2.0);
+    const double d = block_sum[static_cast<size_t>(b)] / block_count[static_cast<size_t>(b)] - mean;
+    ss += d * d;
+  }
+  const double se = std::sqrt(ss / (blocks - 1) / blocks);
   ASSERT_GT(se, 1e-3);  // the check below would be vacuous for identical sequences
 
   ByteTokenizer tok;
@@ -85,6 +99,7 @@ TEST(Evaluate, MeanAndStandardErrorArePerSequenceArithmetic) {
   EXPECT_EQ(r.batches, (n + EvalFixture::kMaxBatch - 1) / EvalFixture::kMaxBatch);
   EXPECT_NEAR(r.loss, mean, 1e-12);
   EXPECT_NEAR(r.se, se, 1e-12);
+  EXPECT_EQ(r.se_blocks, blocks);
   // Byte tokens decode to one byte each: bits per byte equal bits per token.
   EXPECT_EQ(r.bytes, static_cast<double>(r.tokens));
   EXPECT_NEAR(r.bits_per_byte(), r.bits_per_token(), 1e-12);

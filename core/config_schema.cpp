@@ -284,7 +284,14 @@ void apply_node(Config& cfg, const YAML::Node& node, const std::string& prefix,
   }
   std::set<std::string> seen;  // YAML parsers keep both copies of a repeated key
   for (const auto& item : node) {
-    std::string key = (prefix.empty() ? "" : prefix + ".") + item.first.as<std::string>();
+    // A complex or empty key ("? [a]: 1", "? : 1") is no config name.
+    if (!item.first.IsScalar()) {
+      const int line = item.first.Mark().line;
+      fail("{}: {}a key {} is not a name (keys are words such as 'model' or 'lr')", origin,
+           line >= 0 ? fmt::format("line {}: ", line + 1) : "",
+           prefix.empty() ? "at the top level" : "under '" + prefix + "'");
+    }
+    std::string key = (prefix.empty() ? "" : prefix + ".") + item.first.Scalar();
     if (!seen.insert(key).second)
       fail("{}: key '{}' appears twice (line {}); each key may be given once", origin, key,
            item.first.Mark().line + 1);

@@ -61,8 +61,11 @@ int64_t parse_int(const YAML::Node& node, const std::string& key, const std::str
   if (!node.IsScalar()) bad_value(origin, key, "an integer (e.g. 256)", node);
   const std::string& s = node.Scalar();
   size_t i = (!s.empty() && (s[0] == '-' || s[0] == '+')) ? 1 : 0;
+  // Digits with optional '_' separators, and at least one digit ("___" is no number).
   bool digits = i < s.size() && std::all_of(s.begin() + i, s.end(), [](unsigned char c) {
                   return std::isdigit(c) || c == '_';
+                }) && std::any_of(s.begin() + i, s.end(), [](unsigned char c) {
+                  return std::isdigit(c);
                 });
   if (!digits) bad_value(origin, key, "an integer (e.g. 256)", node);
   std::string clean;

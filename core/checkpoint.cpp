@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <climits>
 #include <filesystem>
 #include <fstream>
 
@@ -110,8 +111,7 @@ std::string sealed_state_json(nlohmann::ordered_json js) {
   return js.dump(2) + "\n";
 }
 
-nlohmann::ordered_json read_sealed_state(const std::string& path) {
-  const std::string text = read_text_file(path);
+nlohmann::ordered_json parse_sealed_state(const std::string& text, const std::string& path) {
   nlohmann::ordered_json js;
   try {
     js = nlohmann::ordered_json::parse(text);
@@ -124,6 +124,10 @@ nlohmann::ordered_json read_sealed_state(const std::string& path) {
   if (sealed_state_json(js) != text)
     fail("'{}' is damaged: its checksum does not match its contents", path);
   return js;
+}
+
+nlohmann::ordered_json read_sealed_state(const std::string& path) {
+  return parse_sealed_state(read_text_file(path), path);
 }
 
 void fsync_dir(const std::string& dir) {
@@ -302,20 +306,47 @@ Config checkpoint_config(const std::string& ckpt_dir) {
   return cfg;
 }
 
+std::string seal_state_text(const std::string& json_text) {
+  try {
+    return sealed_state_json(nlohmann::ordered_json::parse(json_text));
+  } catch (const nlohmann::json::exception& e) {
+    fail("not JSON: {}", e.what());
+  }
+}
+
 TrainState read_train_state(const std::string& ckpt_dir) {
   const std::string path = ckpt_dir + "/state.json";
-  const nlohmann::ordered_json js = read_sealed_state(path);
+  return parse_train_state(read_text_file(path), path);
+}
+
+TrainState parse_train_state(const std::string& text, const std::string& path) {
+  const nlohmann::ordered_json js = parse_sealed_state(text, path);
   TrainState s;
   try {
     if (js.at("format").get<std::string>() != kFormatVersion)
       fail("'{}' has format '{}', expected '{}'", path, js.at("format").get<std::string>(), kFormatVersion);
-    s.step = js.at("step").get<int64_t>();
-    s.tokens_seen = js.at("tokens_seen").get<int64_t>();
-    s.next_sample = js.at("next_sample").get<int64_t>();
-    s.seed = js.at("seed").get<uint64_t>();
-    s.world_size = js.at("world_size").get<int>();
-    s.elapsed_s = js.at("elapsed_s").get<double>();
-    s.last_val_loss = js.at("last_val_loss").get<double>();
+    // Each number's kind and range is checked first: nlohmann converts a float, a negative
+    // or an out-of-range number to an integer type without a word (undefined for floats).
+    const auto integer = [&](const char* key, uint64_t max) -> uint64_t {
+      const nlohmann::json& v = js.at(key);
+      if (!v.is_number_integer() || (!v.is_number_unsigned() && v.get<int64_t>() < 0) ||
+          v.get<uint64_t>() > max)
+        fail("'{}' has {} = {}: expected an integer in [0, {}]", path, key, v.dump(), max);
+      return v.get<uint64_t>();
+    };
+    const auto number = [&](const char* key) -> double {
+      const nlohmann::json& v = js.at(key);
+      if (!v.is_number()) fail("'{}' has {} = {}: expected a number", path, key, v.dump());
+      return v.get<double>();
+    };
+    s.step = static_cast<int64_t>(integer("step", INT64_MAX));
+    s.tokens_seen = static_cast<int64_t>(integer("tokens_seen", INT64_MAX));
+    s.next_sample = static_cast<int64_t>(integer("next_sample", INT64_MAX));
+    s.seed = integer("seed", UINT64_MAX);
+    s.world_size = static_cast<int>(integer("world_size", INT_MAX));
+    if (s.world_size < 1) fail("'{}' has world_size = 0: expected at least 1", path);
+    s.elapsed_s = number("elapsed_s");
+    s.last_val_loss = number("last_val_loss");
   } catch (const nlohmann::json::exception& e) {
     fail("'{}' is missing fields: {}", path, e.what());
   }
@@ -337,7 +368,10 @@ void verify_checkpoint_files(const std::string& ckpt_dir) {
     int64_t bytes = -1;
     std::string sum;
     try {
-      bytes = want.at("bytes").get<int64_t>();
+      // A float would convert with undefined behaviour: only an integer is a size.
+      const auto& b = want.at("bytes");
+      if (!b.is_number_integer()) fail("'{}' has a malformed entry for {}", state_path, name);
+      bytes = b.get<int64_t>();
       sum = want.at("xxh3").get<std::string>();
     } catch (const nlohmann::json::exception&) {
       fail("'{}' has a malformed entry for {}", state_path, name);

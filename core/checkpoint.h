@@ -79,6 +79,11 @@ TrainState read_train_state(const std::string& ckpt_dir);
 // Checks every file against the sizes and XXH3 checksums state.json records (and
 // state.json against its own checksum); MhcError naming the damaged file otherwise.
 void verify_checkpoint_files(const std::string& ckpt_dir);
+// The same from state.json's text; `path` names it in errors (the fuzz harness's entry).
+TrainState parse_train_state(const std::string& text, const std::string& path);
+// JSON text re-written as save() writes state.json, with its own checksum: the fuzz
+// harness seals its inputs so that fuzzing reaches the fields behind the checksum.
+std::string seal_state_text(const std::string& json_text);
 // Checks, without loading into a model, that a checkpoint is complete and readable and
 // holds the config's model shape; MhcError naming the problem otherwise.
 void validate_checkpoint(const std::string& ckpt_dir, const Config& cfg);

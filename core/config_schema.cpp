@@ -61,8 +61,11 @@ int64_t parse_int(const YAML::Node& node, const std::string& key, const std::str
   if (!node.IsScalar()) bad_value(origin, key, "an integer (e.g. 256)", node);
   const std::string& s = node.Scalar();
   size_t i = (!s.empty() && (s[0] == '-' || s[0] == '+')) ? 1 : 0;
+  // Digits with optional '_' separators, and at least one digit ("___" is no number).
   bool digits = i < s.size() && std::all_of(s.begin() + i, s.end(), [](unsigned char c) {
                   return std::isdigit(c) || c == '_';
+                }) && std::any_of(s.begin() + i, s.end(), [](unsigned char c) {
+                  return std::isdigit(c);
                 });
   if (!digits) bad_value(origin, key, "an integer (e.g. 256)", node);
   std::string clean;
@@ -285,7 +288,14 @@ void apply_node(Config& cfg, const YAML::Node& node, const std::string& prefix,
   }
   std::set<std::string> seen;  // YAML parsers keep both copies of a repeated key
   for (const auto& item : node) {
-    std::string key = (prefix.empty() ? "" : prefix + ".") + item.first.as<std::string>();
+    // A complex or empty key ("? [a]: 1", "? : 1") is no config name.
+    if (!item.first.IsScalar()) {
+      const int line = item.first.Mark().line;
+      fail("{}: {}a key {} is not a name (keys are words such as 'model' or 'lr')", origin,
+           line >= 0 ? fmt::format("line {}: ", line + 1) : "",
+           prefix.empty() ? "at the top level" : "under '" + prefix + "'");
+    }
+    std::string key = (prefix.empty() ? "" : prefix + ".") + item.first.Scalar();
     if (!seen.insert(key).second)
       fail("{}: key '{}' appears twice (line {}); each key may be given once", origin, key,
            item.first.Mark().line + 1);

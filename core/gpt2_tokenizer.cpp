@@ -198,6 +198,11 @@ Gpt2Vocab read_gpt2_vocab(const std::string& dir) {
   const std::string enc_path = dir + "/encoder.json", bpe_path = dir + "/vocab.bpe";
   const std::string enc_text = read_required(enc_path, dir);
   const std::string bpe_text = read_required(bpe_path, dir);
+  return parse_gpt2_vocab(enc_text, enc_path, bpe_text, bpe_path);
+}
+
+Gpt2Vocab parse_gpt2_vocab(const std::string& enc_text, const std::string& enc_path,
+                           const std::string& bpe_text, const std::string& bpe_path) {
   Gpt2Vocab v;
   nlohmann::json enc;
   try {

@@ -52,6 +52,10 @@ struct Gpt2Vocab {
 // Reads <dir>/encoder.json and <dir>/vocab.bpe. MhcError naming the file for anything
 // missing or malformed.
 Gpt2Vocab read_gpt2_vocab(const std::string& dir);
+// The same from the two files' text; the paths name them in errors (the fuzz harness's
+// entry).
+Gpt2Vocab parse_gpt2_vocab(const std::string& enc_text, const std::string& enc_path,
+                           const std::string& bpe_text, const std::string& bpe_path);
 
 class Gpt2Tokenizer final : public Tokenizer {
  public:

@@ -2,7 +2,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <climits>
 #include <fstream>
+#include <sstream>
 
 #include "bf16.h"
 #include "error.h"
@@ -46,6 +48,30 @@ int64_t product(const std::vector<int64_t>& shape) {
   int64_t n = 1;
   for (auto d : shape) n *= d;
   return n;
+}
+
+// factor × the product of dims, false when it does not fit an int64 (dims are >= 0).
+bool checked_product(const std::vector<int64_t>& dims, int64_t factor, int64_t& out) {
+  out = factor;
+  for (auto d : dims)
+    if (__builtin_mul_overflow(out, d, &out)) return false;
+  return true;
+}
+
+// A header list of sizes or offsets: an array of integers in [0, 2^63) (checked before
+// converting, as nlohmann converts a float or an out-of-range number without a word).
+std::vector<int64_t> size_list(const nlohmann::json& js, const std::string& path,
+                               const std::string& tensor, const char* field) {
+  if (!js.is_array()) fail("'{}': tensor '{}' has a {} that is not a list", path, tensor, field);
+  std::vector<int64_t> out;
+  for (const auto& v : js) {
+    if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() > INT64_MAX) ||
+        (!v.is_number_unsigned() && v.get<int64_t>() < 0))
+      fail("'{}': tensor '{}' has {} {}: expected non-negative integers", path, tensor, field,
+           js.dump());
+    out.push_back(v.get<int64_t>());
+  }
+  return out;
 }
 
 }  // namespace
@@ -112,6 +138,19 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
   if (!in) fail("cannot open '{}'", path);
   const int64_t file_size = static_cast<int64_t>(in.tellg());
   in.seekg(0);
+  parse(in, file_size);
+}
+
+SafetensorsFile SafetensorsFile::from_bytes(const std::string& bytes, const std::string& name) {
+  SafetensorsFile f;
+  f.path_ = name;
+  std::istringstream in(bytes, std::ios::binary);
+  f.parse(in, static_cast<int64_t>(bytes.size()));
+  return f;
+}
+
+void SafetensorsFile::parse(std::istream& in, int64_t file_size) {
+  const std::string& path = path_;
   if (file_size < 8) fail("'{}' is truncated ({} bytes; not a safetensors file)", path, file_size);
   uint64_t header_len = 0;
   in.read(reinterpret_cast<char*>(&header_len), 8);
@@ -140,16 +179,19 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
     try {
       if (!parse_dtype(it->at("dtype").get<std::string>(), t.dtype))
         fail("'{}': tensor '{}' has unsupported dtype {}", path, it.key(), it->at("dtype").dump());
-      t.shape = it->at("shape").get<std::vector<int64_t>>();
-      auto offs = it->at("data_offsets").get<std::vector<int64_t>>();
+      t.shape = size_list(it->at("shape"), path, it.key(), "shape");
+      auto offs = size_list(it->at("data_offsets"), path, it.key(), "data_offsets");
       if (offs.size() != 2) fail("'{}': tensor '{}' has bad data_offsets", path, it.key());
       t.begin = offs[0];
       t.end = offs[1];
     } catch (const nlohmann::json::exception& e) {
       fail("'{}': tensor '{}' has a corrupt entry: {}", path, it.key(), e.what());
     }
-    if (t.begin < 0 || t.end < t.begin ||
-        t.end - t.begin != t.numel() * static_cast<int64_t>(st_size(t.dtype)))
+    int64_t bytes = 0;
+    if (!checked_product(t.shape, static_cast<int64_t>(st_size(t.dtype)), bytes))
+      fail("'{}': tensor '{}' has shape {}, too large to address", path, it.key(),
+           shape_string(t.shape));
+    if (t.end < t.begin || t.end - t.begin != bytes)
       fail("'{}': tensor '{}' has inconsistent offsets for shape {}", path, it.key(), shape_string(t.shape));
     max_end = std::max(max_end, t.end);
     tensors_[it.key()] = t;

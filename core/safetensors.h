@@ -4,6 +4,7 @@
 // clear MhcError naming it, never a crash.
 #pragma once
 #include <cstdint>
+#include <istream>
 #include <map>
 #include <string>
 #include <vector>
@@ -43,6 +44,9 @@ class SafetensorsWriter {
 class SafetensorsFile {
  public:
   explicit SafetensorsFile(const std::string& path);
+  // The same parse and checks on a file's bytes already in memory; `name` stands for the
+  // path in errors (used by the fuzz harness, tests/fuzz/).
+  static SafetensorsFile from_bytes(const std::string& bytes, const std::string& name);
   const std::string& path() const { return path_; }
   bool has(const std::string& name) const { return tensors_.count(name) > 0; }
   const StTensorInfo& info(const std::string& name) const;
@@ -55,6 +59,8 @@ class SafetensorsFile {
   std::string metadata(const std::string& key) const;
 
  private:
+  SafetensorsFile() = default;
+  void parse(std::istream& in, int64_t file_size);  // the whole file from `in`
   std::string path_;
   std::vector<uint8_t> data_;  // the data section
   std::map<std::string, StTensorInfo> tensors_;

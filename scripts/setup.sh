@@ -14,6 +14,7 @@ packages=(
   libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev libgtest-dev libxxhash-dev
   libopenblas-openmp-dev libopenmpi-dev openmpi-bin
   python3-torch python3-numpy python3-matplotlib python3-yaml
+  clang-14 libclang-rt-14-dev lld-14   # the libFuzzer harnesses (tests/fuzz/)
 )
 # Only for the test suite (tests/slurm/ runs jobs on a private one-node Slurm cluster).
 test_packages=(slurm-wlm munge)

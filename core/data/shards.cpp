@@ -110,64 +110,68 @@ Shard::Shard(const std::string& path, int vocab_size) : path_(path) {
     ::close(fd);
     fail("data shard '{}' is empty (0 bytes)", path);
   }
-  if (file_bytes < kHeaderBytes) {
-    ::close(fd);
-    fail("data shard '{}' is {} bytes, shorter than the {}-byte header (truncated?)", path,
-         file_bytes, kHeaderBytes);
-  }
   void* map = ::mmap(nullptr, file_bytes, PROT_READ, MAP_PRIVATE, fd, 0);
   int map_err = errno;
   ::close(fd);  // the mapping stays valid without the descriptor
   if (map == MAP_FAILED) fail("cannot mmap data shard '{}': {}", path, std::strerror(map_err));
   map_ = map;
   map_bytes_ = file_bytes;
-
-  // The destructor does not run when the constructor throws, so unmap before failing.
-  auto reject = [this](const std::string& message) {
+  try {
+    const ShardCheck c = check_shard_bytes(map_, map_bytes_, path, vocab_size);
+    count_ = c.count;
+    tokenizer_ = c.tokenizer;
+    max_token_ = c.max_token;
+  } catch (...) {
+    // The destructor does not run when the constructor throws, so unmap before failing.
     ::munmap(map_, map_bytes_);
     map_ = nullptr;
-    throw MhcError(message);
-  };
-  int32_t header[kShardHeaderInts];
-  std::memcpy(header, map_, sizeof(header));
-  if (header[0] != kShardMagic)
-    reject(fmt::format("data shard '{}' has bad magic number {} (expected {}): not an llm.c "
-                       "token shard",
-                       path, header[0], kShardMagic));
-  if (header[1] != kShardVersion)
-    reject(fmt::format("data shard '{}' has unsupported version {} (expected {})", path,
-                       header[1], kShardVersion));
-  const int64_t count = header[2];
-  if (count <= 0)
-    reject(fmt::format("data shard '{}' header says it holds {} tokens (must be > 0)", path,
-                       count));
-  const size_t expected = kHeaderBytes + static_cast<size_t>(count) * sizeof(uint16_t);
-  if (file_bytes != expected)
-    reject(fmt::format("data shard '{}' is {} bytes but its header's token count {} needs {} "
-                       "bytes (truncated or corrupt)",
-                       path, file_bytes, count, expected));
-
-  if (header[3] == kShardTokenizerTag) {
-    for (const auto& k : kKnownTokenizers)
-      if (header[4] == k.id) tokenizer_ = k.name;
-    if (tokenizer_.empty())
-      reject(fmt::format("data shard '{}' records an unknown tokenizer id {}", path, header[4]));
+    throw;
   }
   tokens_ = reinterpret_cast<const uint16_t*>(static_cast<const char*>(map_) + kHeaderBytes);
-  count_ = count;
+}
+
+ShardCheck check_shard_bytes(const void* bytes, size_t file_bytes, const std::string& path,
+                             int vocab_size) {
+  if (file_bytes < kHeaderBytes)
+    fail("data shard '{}' is {} bytes, shorter than the {}-byte header (truncated?)", path,
+         file_bytes, kHeaderBytes);
+  int32_t header[kShardHeaderInts];
+  std::memcpy(header, bytes, sizeof(header));
+  if (header[0] != kShardMagic)
+    fail("data shard '{}' has bad magic number {} (expected {}): not an llm.c token shard",
+         path, header[0], kShardMagic);
+  if (header[1] != kShardVersion)
+    fail("data shard '{}' has unsupported version {} (expected {})", path, header[1],
+         kShardVersion);
+  const int64_t count = header[2];
+  if (count <= 0) fail("data shard '{}' header says it holds {} tokens (must be > 0)", path, count);
+  const size_t expected = kHeaderBytes + static_cast<size_t>(count) * sizeof(uint16_t);
+  if (file_bytes != expected)
+    fail("data shard '{}' is {} bytes but its header's token count {} needs {} bytes "
+         "(truncated or corrupt)",
+         path, file_bytes, count, expected);
+  ShardCheck out;
+  out.count = count;
+  if (header[3] == kShardTokenizerTag) {
+    for (const auto& k : kKnownTokenizers)
+      if (header[4] == k.id) out.tokenizer = k.name;
+    if (out.tokenizer.empty())
+      fail("data shard '{}' records an unknown tokenizer id {}", path, header[4]);
+  }
+  const auto* tokens = reinterpret_cast<const uint16_t*>(static_cast<const char*>(bytes) + kHeaderBytes);
   // One pass for the maximum; the position is looked up only when it is out of range.
   uint16_t max_token = 0;
-  for (int64_t i = 0; i < count_; ++i) max_token = std::max(max_token, tokens_[i]);
-  max_token_ = max_token;
+  for (int64_t i = 0; i < count; ++i) max_token = std::max(max_token, tokens[i]);
+  out.max_token = max_token;
   if (static_cast<int>(max_token) >= vocab_size) {
-    const int64_t at = std::find_if(tokens_, tokens_ + count_,
-                                    [&](uint16_t t) { return t >= vocab_size; }) -
-                       tokens_;
-    reject(fmt::format("data shard '{}' has token {} at position {}, not below the vocabulary "
-                       "size {} (largest token {}): set model.vocab_size to at least {} or use "
-                       "data tokenized for this vocabulary",
-                       path, tokens_[at], at, vocab_size, max_token, max_token + 1));
+    const int64_t at =
+        std::find_if(tokens, tokens + count, [&](uint16_t t) { return t >= vocab_size; }) - tokens;
+    fail("data shard '{}' has token {} at position {}, not below the vocabulary size {} "
+         "(largest token {}): set model.vocab_size to at least {} or use data tokenized for "
+         "this vocabulary",
+         path, tokens[at], at, vocab_size, max_token, max_token + 1);
   }
+  return out;
 }
 
 Shard::~Shard() {

@@ -2,6 +2,7 @@
 // token count) followed by that many uint16 tokens. Shards are memory-mapped and
 // validated when opened (magic, version, exact file size, every token < vocab).
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -21,6 +22,16 @@ void write_shard(const std::string& path, const std::vector<uint16_t>& tokens,
                  const std::string& tokenizer = "");
 // The vocabulary size of a known tokenizer name (byte 256, gpt2 50257), without loading it.
 int known_tokenizer_vocab(const std::string& tokenizer);
+
+// Checks a shard's bytes (header, exact size, recorded tokenizer, every token <
+// vocab_size); MhcError naming `path` otherwise. Shard runs it on the mapping; the fuzz
+// harness (tests/fuzz/) on bytes in memory.
+struct ShardCheck {
+  int64_t count = 0;
+  std::string tokenizer;  // "" when the header records none
+  int max_token = 0;
+};
+ShardCheck check_shard_bytes(const void* bytes, size_t size, const std::string& path, int vocab_size);
 
 // One memory-mapped, validated shard.
 class Shard {

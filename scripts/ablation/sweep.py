@@ -17,6 +17,7 @@ Reading YAML uses PyYAML (Debian: python3-yaml) when it is installed; otherwise 
 reader of the subset above (block mappings, flow lists [a, b] and maps {k: v}, scalars,
 comments) is used, so /usr/bin/python3 alone suffices.
 """
+import io
 import itertools
 import os
 import re
@@ -182,15 +183,22 @@ def load_yaml_text(text, origin):
 
 def load_yaml(path):
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            raw = f.read()
     except OSError as e:
         raise SweepError("cannot read %s: %s" % (path, e.strerror))
+    return load_yaml_bytes(raw, path)
+
+
+def load_yaml_bytes(raw, origin):
+    """YAML from a file's bytes, decoded as open(path, encoding="utf-8") reads it."""
+    try:
+        text = io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8").read()
     except UnicodeDecodeError as e:
-        raise SweepError("%s is not a text file (byte %d is not UTF-8): expected YAML" % (path, e.start))
+        raise SweepError("%s is not a text file (byte %d is not UTF-8): expected YAML" % (origin, e.start))
     if "\0" in text:
-        raise SweepError("%s is not a text file (it holds NUL bytes): expected YAML" % path)
-    return load_yaml_text(text, path)
+        raise SweepError("%s is not a text file (it holds NUL bytes): expected YAML" % origin)
+    return load_yaml_text(text, origin)
 
 
 # ---- sweeps -----------------------------------------------------------------------------
@@ -231,9 +239,10 @@ class Run:
 
 
 class Sweep:
-    def __init__(self, path, runs_root="runs", extra_set=()):
+    def __init__(self, path, runs_root="runs", extra_set=(), raw=None):
+        """`raw`: the sweep file's bytes, read from `path` when None (tests/fuzz passes them)."""
         self.path = path
-        data = load_yaml(path)
+        data = load_yaml(path) if raw is None else load_yaml_bytes(raw, path)
         if not isinstance(data, dict):
             raise SweepError("%s: a sweep file is a mapping with base, axes and optional set/name" % path)
         unknown = [k for k in data if k not in SWEEP_KEYS]

@@ -72,6 +72,7 @@ __global__ void __launch_bounds__(kBlock)
     part_m[warp] = m;
     part_s[warp] = s;
   }
+  __syncthreads();
   m = part_m[0];
   s = part_s[0];
   for (int w = 1; w < static_cast<int>(blockDim.x >> 5); ++w) combine(m, s, part_m[w], part_s[w]);

@@ -61,7 +61,7 @@ template <class T>
 void swiglu_forward(T* out, const T* gate_up, int N, int H, cudaStream_t stream) {
   const int64_t total = int64_t(N) * H;
   if (total <= 0) return;
-  swiglu_forward_kernel<T><<<grid_for(total, kBlock), kBlock, 0, stream>>>(out, gate_up, N, H);
+  launch<swiglu_forward_kernel<T>>(grid_for(total, kBlock), kBlock, 0, stream, out, gate_up, N, H);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -70,7 +70,7 @@ void swiglu_backward(T* dgate_up, const T* dout, const T* gate_up, int N, int H,
                      cudaStream_t stream) {
   const int64_t total = int64_t(N) * H;
   if (total <= 0) return;
-  swiglu_backward_kernel<T><<<grid_for(total, kBlock), kBlock, 0, stream>>>(dgate_up, dout,
+  launch<swiglu_backward_kernel<T>>(grid_for(total, kBlock), kBlock, 0, stream, dgate_up, dout,
                                                                            gate_up, N, H);
   CUDA_CHECK_LAUNCH();
 }
@@ -79,7 +79,7 @@ template <class T>
 void gelu_forward(T* out, const T* x, int N, int H, cudaStream_t stream) {
   const int64_t total = int64_t(N) * H;
   if (total <= 0) return;
-  gelu_forward_kernel<T><<<grid_for(total, kBlock), kBlock, 0, stream>>>(out, x, total);
+  launch<gelu_forward_kernel<T>>(grid_for(total, kBlock), kBlock, 0, stream, out, x, total);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -87,7 +87,7 @@ template <class T>
 void gelu_backward(T* dx, const T* dout, const T* x, int N, int H, cudaStream_t stream) {
   const int64_t total = int64_t(N) * H;
   if (total <= 0) return;
-  gelu_backward_kernel<T><<<grid_for(total, kBlock), kBlock, 0, stream>>>(dx, dout, x, total);
+  launch<gelu_backward_kernel<T>>(grid_for(total, kBlock), kBlock, 0, stream, dx, dout, x, total);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -42,7 +42,7 @@ AdamWConstants adamw_constants(double lr, double beta1, double beta2, double eps
 void adamw(float* p, const float* g, float* m, float* v, int64_t count, const AdamWConstants& k,
            cudaStream_t stream) {
   if (count <= 0) return;
-  adamw_kernel<<<grid_for(count, kBlock), kBlock, 0, stream>>>(p, g, m, v, count, k);
+  launch<adamw_kernel>(grid_for(count, kBlock), kBlock, 0, stream, p, g, m, v, count, k);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -44,7 +44,7 @@ template <class T>
 __global__ void __launch_bounds__(kThreads)
     attention_forward_kernel(T* out, float* lse, const T* qkv, int T_, int n_head, int hd,
                              float scale) {
-  extern __shared__ float smem[];
+  MHC_DYNAMIC_SHARED(float, smem);
   const int ld = hd + 1;
   float* Qs = smem;                  // [kBlockRows][ld]
   float* Ks = Qs + kBlockRows * ld;  // [kTile][ld]
@@ -135,7 +135,7 @@ template <class T>
 __global__ void __launch_bounds__(kThreads)
     attention_dq_kernel(T* dqkv, const T* dout, const T* qkv, const float* lse, const float* D,
                         int T_, int n_head, int hd, float scale) {
-  extern __shared__ float smem[];
+  MHC_DYNAMIC_SHARED(float, smem);
   const int ld = hd + 1;
   float* Qs = smem;                   // [kBlockRows][ld]
   float* dOs = Qs + kBlockRows * ld;  // [kBlockRows][ld]
@@ -206,7 +206,7 @@ template <class T>
 __global__ void __launch_bounds__(kThreads)
     attention_dkv_kernel(T* dqkv, const T* dout, const T* qkv, const float* lse, const float* D,
                          int T_, int n_head, int hd, float scale) {
-  extern __shared__ float smem[];
+  MHC_DYNAMIC_SHARED(float, smem);
   const int ld = hd + 1;
   float* Ks = smem;                  // [kBlockRows][ld]
   float* Vs = Ks + kBlockRows * ld;  // [kBlockRows][ld]
@@ -313,7 +313,7 @@ void attention_forward(T* out, float* lse, const T* qkv, int B, int T_, int n_he
   allow_shared_memory(attention_forward_kernel<T>, smem);
   const dim3 grid(static_cast<unsigned>(ceil_div(T_, kBlockRows)), static_cast<unsigned>(B * n_head));
   const float scale = 1.0f / sqrtf(static_cast<float>(head_dim));
-  attention_forward_kernel<T><<<grid, kThreads, smem, stream>>>(out, lse, qkv, T_, n_head,
+  launch<attention_forward_kernel<T>>(grid, kThreads, smem, stream, out, lse, qkv, T_, n_head,
                                                                 head_dim, scale);
   CUDA_CHECK_LAUNCH();
 }
@@ -330,19 +330,19 @@ void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, cons
   check_shape(B, T_, n_head, head_dim);
   float* D = ws.take<float>(size_t(B) * T_ * n_head);
   const int64_t rows = int64_t(B) * T_ * n_head;
-  attention_delta_kernel<T><<<grid_for(rows * 32, 256), 256, 0, stream>>>(D, dout, out, B, T_,
+  launch<attention_delta_kernel<T>>(grid_for(rows * 32, 256), 256, 0, stream, D, dout, out, B, T_,
                                                                           n_head, head_dim);
   CUDA_CHECK_LAUNCH();
   const float scale = 1.0f / sqrtf(static_cast<float>(head_dim));
   const dim3 grid(static_cast<unsigned>(ceil_div(T_, kBlockRows)), static_cast<unsigned>(B * n_head));
   const size_t dq_smem = tile_bytes(2 * kBlockRows + 2 * kTile, head_dim);
   allow_shared_memory(attention_dq_kernel<T>, dq_smem);
-  attention_dq_kernel<T><<<grid, kThreads, dq_smem, stream>>>(dqkv, dout, qkv, lse, D, T_, n_head,
+  launch<attention_dq_kernel<T>>(grid, kThreads, dq_smem, stream, dqkv, dout, qkv, lse, D, T_, n_head,
                                                               head_dim, scale);
   CUDA_CHECK_LAUNCH();
   const size_t dkv_smem = tile_bytes(2 * kBlockRows + 2 * kTile, head_dim) + 2 * kTile * sizeof(float);
   allow_shared_memory(attention_dkv_kernel<T>, dkv_smem);
-  attention_dkv_kernel<T><<<grid, kThreads, dkv_smem, stream>>>(dqkv, dout, qkv, lse, D, T_,
+  launch<attention_dkv_kernel<T>>(grid, kThreads, dkv_smem, stream, dqkv, dout, qkv, lse, D, T_,
                                                                 n_head, head_dim, scale);
   CUDA_CHECK_LAUNCH();
 }

@@ -15,6 +15,7 @@
 #include <type_traits>
 
 #include "cuda_check.h"
+#include "launch.cuh"
 
 namespace mhc::cuda {
 

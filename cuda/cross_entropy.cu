@@ -104,7 +104,7 @@ void cross_entropy(float* losses, T* logits, const int32_t* targets, int N, int 
   if (N <= 0) return;
   with_vec_width<T>(Vp, {logits}, [&](auto w) {
     constexpr int W = decltype(w)::value;
-    cross_entropy_kernel<T, W><<<N, kBlock, 0, stream>>>(losses, logits, targets, V, Vp, dloss);
+    launch<cross_entropy_kernel<T, W>>(N, kBlock, 0, stream, losses, logits, targets, V, Vp, dloss);
   });
   CUDA_CHECK_LAUNCH();
 }

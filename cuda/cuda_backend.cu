@@ -44,6 +44,7 @@
 #include "streams.cuh"
 
 namespace mhc {
+MHC_CUDA_ENTRY_BEGIN
 namespace {
 
 using cuda::bf16;
@@ -925,4 +926,5 @@ std::unique_ptr<Backend> make_cuda_backend(int device, DType compute) {
   return std::make_unique<CudaBackend>(device, compute, probe);
 }
 
+MHC_CUDA_ENTRY_END
 }  // namespace mhc

@@ -6,6 +6,17 @@
 
 #include "backend.h"
 
+// The emulated build (MHC_CUDA_EMULATED, cuda/emu/) compiles the backend a second time;
+// its entry points live in the inline namespace mhc::emu, so an emulated and a real
+// backend can link into one program without sharing a symbol.
+#ifdef MHC_CUDA_EMULATED
+#define MHC_CUDA_ENTRY_BEGIN inline namespace emu {
+#define MHC_CUDA_ENTRY_END }
+#else
+#define MHC_CUDA_ENTRY_BEGIN
+#define MHC_CUDA_ENTRY_END
+#endif
+
 namespace mhc {
 
 struct CudaProbe {
@@ -16,6 +27,8 @@ struct CudaProbe {
   int64_t total_memory = 0;  // bytes
   double bf16_peak_tflops = 0;  // dense bf16 tensor-core peak, for MFU
 };
+
+MHC_CUDA_ENTRY_BEGIN
 
 // Never throws: reports whether `device` can run the backend. Leaves `device` as the
 // calling thread's current device when it exists.
@@ -33,5 +46,7 @@ struct CudaAttentionStatus {
   std::string last;
 };
 CudaAttentionStatus cuda_attention_status(const Backend& be);
+
+MHC_CUDA_ENTRY_END
 
 }  // namespace mhc

@@ -64,28 +64,28 @@ __global__ void sum_partials_kernel(double* out, const double* partial, int coun
 template <class T>
 void fill(T* p, int64_t count, float value, cudaStream_t stream) {
   if (count <= 0) return;
-  fill_kernel<T><<<grid_for(count, kBlock), kBlock, 0, stream>>>(p, count, value);
+  launch<fill_kernel<T>>(grid_for(count, kBlock), kBlock, 0, stream, p, count, value);
   CUDA_CHECK_LAUNCH();
 }
 
 template <class Dst, class Src>
 void convert(Dst* dst, const Src* src, int64_t count, cudaStream_t stream) {
   if (count <= 0) return;
-  convert_kernel<Dst, Src><<<grid_for(count, kBlock), kBlock, 0, stream>>>(dst, src, count);
+  launch<convert_kernel<Dst, Src>>(grid_for(count, kBlock), kBlock, 0, stream, dst, src, count);
   CUDA_CHECK_LAUNCH();
 }
 
 template <class T>
 void add(T* out, const T* a, const T* b, int64_t count, cudaStream_t stream) {
   if (count <= 0) return;
-  add_kernel<T><<<grid_for(count, kBlock), kBlock, 0, stream>>>(out, a, b, count);
+  launch<add_kernel<T>>(grid_for(count, kBlock), kBlock, 0, stream, out, a, b, count);
   CUDA_CHECK_LAUNCH();
 }
 
 template <class T>
 void scale(T* p, int64_t count, float s, cudaStream_t stream) {
   if (count <= 0) return;
-  scale_kernel<T><<<grid_for(count, kBlock), kBlock, 0, stream>>>(p, count, s);
+  launch<scale_kernel<T>>(grid_for(count, kBlock), kBlock, 0, stream, p, count, s);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -99,9 +99,9 @@ double sum_squares(const T* x, int64_t count, Workspace& ws, cudaStream_t stream
   double* partial = ws.take<double>(kSumBlocks);
   double* total = ws.take<double>(1);
   const int blocks = static_cast<int>(std::min<int64_t>(kSumBlocks, ceil_div(count, kBlock)));
-  sum_squares_partial_kernel<T><<<blocks, kBlock, 0, stream>>>(partial, x, count);
+  launch<sum_squares_partial_kernel<T>>(blocks, kBlock, 0, stream, partial, x, count);
   CUDA_CHECK_LAUNCH();
-  sum_partials_kernel<<<1, kBlock, 0, stream>>>(total, partial, blocks);
+  launch<sum_partials_kernel>(1, kBlock, 0, stream, total, partial, blocks);
   CUDA_CHECK_LAUNCH();
   double host = 0;
   CUDA_CHECK(cudaMemcpyAsync(&host, total, sizeof(double), cudaMemcpyDeviceToHost, stream));

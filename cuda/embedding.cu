@@ -74,7 +74,7 @@ void embedding_forward(T* out, const int32_t* tokens, const T* wte, int N, int C
                        cudaStream_t stream) {
   const int64_t total = int64_t(N) * C;
   if (total <= 0) return;
-  embedding_forward_kernel<T><<<grid_for(total, kBlock), kBlock, 0, stream>>>(out, tokens, wte, N,
+  launch<embedding_forward_kernel<T>>(grid_for(total, kBlock), kBlock, 0, stream, out, tokens, wte, N,
                                                                              C);
   CUDA_CHECK_LAUNCH();
 }
@@ -90,15 +90,15 @@ void embedding_backward(float* dwte, const int32_t* tokens, const T* dout, int N
   const int64_t padded = pow2_at_least(N);
   uint64_t* keys = ws.take<uint64_t>(static_cast<size_t>(padded));
   const unsigned grid = grid_for(padded, kBlock);
-  make_keys_kernel<<<grid, kBlock, 0, stream>>>(keys, tokens, N, padded);
+  launch<make_keys_kernel>(grid, kBlock, 0, stream, keys, tokens, N, padded);
   CUDA_CHECK_LAUNCH();
   for (int64_t k = 2; k <= padded; k <<= 1)
     for (int64_t j = k >> 1; j > 0; j >>= 1) {
-      bitonic_step_kernel<<<grid, kBlock, 0, stream>>>(keys, padded, j, k);
+      launch<bitonic_step_kernel>(grid, kBlock, 0, stream, keys, padded, j, k);
       CUDA_CHECK_LAUNCH();
     }
   const dim3 acc_grid(static_cast<unsigned>(N), static_cast<unsigned>(ceil_div(C, kBlock)));
-  embedding_accumulate_kernel<T><<<acc_grid, kBlock, 0, stream>>>(dwte, keys, dout, N, C);
+  launch<embedding_accumulate_kernel<T>>(acc_grid, kBlock, 0, stream, dwte, keys, dout, N, C);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -178,7 +178,7 @@ void hc_coeff_forward(float* pre, float* post, float* res, float* rstd, float* t
                       cudaStream_t stream) {
   if (N <= 0) return;
   if (n < 1 || n > kMaxStreams) throw InternalError("cuda hc_coeff: n outside 1..16");
-  hc_forward_kernel<T><<<row_grid(int64_t(N) * n), kBlock, 0, stream>>>(pre, post, res, rstd,
+  launch<hc_forward_kernel<T>>(row_grid(int64_t(N) * n), kBlock, 0, stream, pre, post, res, rstd,
                                                                         tanh_out, X, p, N, n, C,
                                                                         norm_eps);
   CUDA_CHECK_LAUNCH();
@@ -208,7 +208,7 @@ void hc_coeff_backward(T* dX, const HcCoeffGrads& dp, const float* dpre, const f
   float* res_sum = ws.take<float>(size_t(n) * n);
   CUDA_CHECK(cudaMemsetAsync(res_sum, 0, sizeof(float) * n * n, stream));
   column_sum_accumulate(res_sum, dres, N, n * n, int64_t(n) * n, ws, stream);
-  add_transposed_kernel<<<static_cast<unsigned>(ceil_div(n * n, 256)), 256, 0, stream>>>(
+  launch<add_transposed_kernel>(static_cast<unsigned>(ceil_div(n * n, 256)), 256, 0, stream,
       dp.A, res_sum, n);
   CUDA_CHECK_LAUNCH();
   if (!p.dynamic()) return;
@@ -216,7 +216,7 @@ void hc_coeff_backward(T* dX, const HcCoeffGrads& dp, const float* dpre, const f
   float* E = ws.take<float>(size_t(R) * (n + 2));
   float* S = ws.take<float>(size_t(R) * 2);
   float* Q = ws.take<float>(size_t(C) * (n + 2));
-  hc_backward_rows_kernel<T><<<row_grid(R), kBlock, 0, stream>>>(dX, E, S, dpre, dpost, dres, X, p,
+  launch<hc_backward_rows_kernel<T>>(row_grid(R), kBlock, 0, stream, dX, E, S, dpre, dpost, dres, X, p,
                                                                  rstd, tanh_in, N, n, C);
   CUDA_CHECK_LAUNCH();
   column_sum_accumulate(dp.s_alpha, S, R, 1, 2, ws, stream);
@@ -224,7 +224,7 @@ void hc_coeff_backward(T* dX, const HcCoeffGrads& dp, const float* dpre, const f
   // Q[c, k] = Σ_r X[r, c] · E[r, k]  (split over rows: a reduction over all tokens)
   tile_gemm_splitk<T, float, float>(C, n + 2, static_cast<int>(R), X, 1, C, E, n + 2, 1, Q, n + 2,
                                     false, ws, stream);
-  hc_weight_grads_kernel<<<static_cast<unsigned>(ceil_div(C, 128)), 128, 0, stream>>>(dp, Q, p, n,
+  launch<hc_weight_grads_kernel>(static_cast<unsigned>(ceil_div(C, 128)), 128, 0, stream, dp, Q, p, n,
                                                                                       C);
   CUDA_CHECK_LAUNCH();
 }

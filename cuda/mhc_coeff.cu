@@ -326,14 +326,14 @@ void mhc_coeff_forward(float* pre, float* post, float* res, float* m, float* rms
   // m = X·φ, and Σv² per token into rms (same pass over X).
   if (fast_path<T>(a, {X})) {
     const dim3 grid(static_cast<unsigned>(ceil_div(a.N, kPM)), static_cast<unsigned>(ceil_div(D, kPN)));
-    mhc_project_kernel<T><<<grid, kPThreads, 0, stream>>>(m, rms, X, phi, a.N, nC, D);
+    launch<mhc_project_kernel<T>>(grid, kPThreads, 0, stream, m, rms, X, phi, a.N, nC, D);
     CUDA_CHECK_LAUNCH();
   } else {
     tile_gemm<T, float, float>(a.N, D, nC, X, nC, 1, phi, D, 1, m, D, false, rms, stream);
   }
   const unsigned grid = static_cast<unsigned>(ceil_div(a.N, kTokenBlock));
   with_stream_count(a.n, [&](auto k) {
-    mhc_nonlin_forward_kernel<decltype(k)::value><<<grid, kTokenBlock, 0, stream>>>(
+    launch<mhc_nonlin_forward_kernel<decltype(k)::value>>(grid, kTokenBlock, 0, stream,
         pre, post, res, m, rms, alpha, bias, a.N, a.n, a.C, a.iters, eps);
   });
   CUDA_CHECK_LAUNCH();
@@ -364,7 +364,7 @@ void mhc_coeff_backward(T* dX, float* dphi, float* dalpha, float* dbias, const f
   float* cv = ws.take<float>(N);
   const unsigned grid = static_cast<unsigned>(ceil_div(a.N, kTokenBlock));
   with_stream_count(a.n, [&](auto k) {
-    mhc_nonlin_backward_kernel<decltype(k)::value><<<grid, kTokenBlock, 0, stream>>>(
+    launch<mhc_nonlin_backward_kernel<decltype(k)::value>>(grid, kTokenBlock, 0, stream,
         rows, hs, cv, sums, dpre, dpost, dres, m, rms, alpha, bias, a.N, a.n, a.C, a.iters);
   });
   CUDA_CHECK_LAUNCH();
@@ -377,11 +377,11 @@ void mhc_coeff_backward(T* dX, float* dphi, float* dalpha, float* dbias, const f
     float* partial = ws.take<float>(size_t(chunks) * nC * D);
     constexpr int CT = 8 * kVecWidth<T>;
     const dim3 g2(static_cast<unsigned>(ceil_div(nC, CT)), static_cast<unsigned>(chunks));
-    mhc_dx_dphi_kernel<T><<<g2, kDThreads, 0, stream>>>(dX, partial, X, hs, cv, phi, a.N, nC, D,
+    launch<mhc_dx_dphi_kernel<T>>(g2, kDThreads, 0, stream, dX, partial, X, hs, cv, phi, a.N, nC, D,
                                                          per_chunk);
     CUDA_CHECK_LAUNCH();
     const int64_t count = int64_t(nC) * D;
-    sum_partials_kernel<<<grid_for(count, 256), 256, 0, stream>>>(dphi, partial, chunks, count);
+    launch<sum_partials_kernel>(grid_for(count, 256), 256, 0, stream, dphi, partial, chunks, count);
     CUDA_CHECK_LAUNCH();
     return;
   }
@@ -390,7 +390,7 @@ void mhc_coeff_backward(T* dX, float* dphi, float* dalpha, float* dbias, const f
   // dX[t, i] += Σ_d hs[t, d] · φ[i, d]
   tile_gemm<float, float, T>(a.N, nC, D, hs, D, 1, phi, 1, D, dX, nC, true, nullptr, stream);
   const int64_t total = int64_t(a.N) * nC;
-  add_scaled_rows_kernel<T><<<grid_for(total, 256), 256, 0, stream>>>(dX, X, cv, a.N, nC);
+  launch<add_scaled_rows_kernel<T>>(grid_for(total, 256), 256, 0, stream, dX, X, cv, a.N, nC);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -15,6 +15,7 @@
 #include <numeric>
 #include <vector>
 
+#include "launch.cuh"
 #include "nccl_watchdog.cuh"
 #endif
 
@@ -123,10 +124,10 @@ class NcclComm final : public Communicator {
     after_compute();
     if (wire == DType::BF16 && t.dtype == DType::F32) {
       auto* s = static_cast<__nv_bfloat16*>(stage(t.numel * 2));
-      f32_to_bf16_kernel<<<grid_for(t.numel), 256, 0, stream_>>>(t.as<float>(), s, t.numel);
+      cuda::launch<f32_to_bf16_kernel>(grid_for(t.numel), 256, 0, stream_, t.as<float>(), s, t.numel);
       CUDA_CHECK_LAUNCH();
       NCCL_CHECK(ncclAllReduce(s, s, t.numel, ncclBfloat16, ncclSum, comm_, stream_));
-      bf16_to_f32_kernel<<<grid_for(t.numel), 256, 0, stream_>>>(s, t.as<float>(), t.numel);
+      cuda::launch<bf16_to_f32_kernel>(grid_for(t.numel), 256, 0, stream_, s, t.as<float>(), t.numel);
       CUDA_CHECK_LAUNCH();
     } else {
       NCCL_CHECK(ncclAllReduce(t.data, t.data, t.numel, nccl_type(t.dtype), ncclSum, comm_, stream_));
@@ -145,7 +146,7 @@ class NcclComm final : public Communicator {
     size_t es = dtype_size(t.dtype);
     if (bf16) {
       buf = stage(t.numel * 2);
-      f32_to_bf16_kernel<<<grid_for(t.numel), 256, 0, stream_>>>(
+      cuda::launch<f32_to_bf16_kernel>(grid_for(t.numel), 256, 0, stream_,
           t.as<float>(), static_cast<__nv_bfloat16*>(buf), t.numel);
       CUDA_CHECK_LAUNCH();
       type = ncclBfloat16;
@@ -172,7 +173,7 @@ class NcclComm final : public Communicator {
       });
     }
     if (bf16 && counts[rank()] > 0) {
-      bf16_to_f32_kernel<<<grid_for(counts[rank()]), 256, 0, stream_>>>(
+      cuda::launch<bf16_to_f32_kernel>(grid_for(counts[rank()]), 256, 0, stream_,
           static_cast<__nv_bfloat16*>(buf) + mine_offset, t.as<float>() + mine_offset, counts[rank()]);
       CUDA_CHECK_LAUNCH();
     }

@@ -52,10 +52,10 @@ void column_sum_accumulate(float* out, const float* in, int64_t rows, int width,
   const int64_t chunk = ceil_div(rows, chunks);
   float* partial = ws.take<float>(static_cast<size_t>(chunks) * width);
   const dim3 grid(static_cast<unsigned>(ceil_div(width, kCols)), static_cast<unsigned>(chunks));
-  column_partial_kernel<<<grid, dim3(kCols, kLanes), 0, stream>>>(partial, in, rows, width, ld,
+  launch<column_partial_kernel>(grid, dim3(kCols, kLanes), 0, stream, partial, in, rows, width, ld,
                                                                   chunk);
   CUDA_CHECK_LAUNCH();
-  column_finish_kernel<<<static_cast<unsigned>(ceil_div(width, 128)), 128, 0, stream>>>(
+  launch<column_finish_kernel>(static_cast<unsigned>(ceil_div(width, 128)), 128, 0, stream,
       out, partial, chunks, width);
   CUDA_CHECK_LAUNCH();
 }

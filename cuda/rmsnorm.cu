@@ -66,7 +66,7 @@ template <class T>
 void rmsnorm_forward(T* out, float* rstd, const T* x, const T* w, int rows, int C, float eps,
                      cudaStream_t stream) {
   if (rows <= 0) return;
-  rmsnorm_forward_kernel<T><<<rows, kBlock, 0, stream>>>(out, rstd, x, w, C, eps);
+  launch<rmsnorm_forward_kernel<T>>(rows, kBlock, 0, stream, out, rstd, x, w, C, eps);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -80,9 +80,9 @@ void rmsnorm_backward(T* dx, float* dw, const T* dout, const T* x, const T* w, c
   if (rows <= 0 || C <= 0) return;
   const int blocks = row_blocks(rows);
   float* partial = ws.take<float>(static_cast<size_t>(blocks) * C);
-  rmsnorm_backward_kernel<T><<<blocks, kBlock, 0, stream>>>(dx, partial, dout, x, w, rstd, rows, C);
+  launch<rmsnorm_backward_kernel<T>>(blocks, kBlock, 0, stream, dx, partial, dout, x, w, rstd, rows, C);
   CUDA_CHECK_LAUNCH();
-  rmsnorm_dw_kernel<<<static_cast<unsigned>(ceil_div(C, 128)), 128, 0, stream>>>(dw, partial,
+  launch<rmsnorm_dw_kernel>(static_cast<unsigned>(ceil_div(C, 128)), 128, 0, stream, dw, partial,
                                                                                  blocks, C);
   CUDA_CHECK_LAUNCH();
 }

@@ -42,7 +42,7 @@ void rope(T* qkv, int B, int T_, int n_head, int head_dim, float theta, bool inv
           cudaStream_t stream) {
   const int64_t total = int64_t(B) * T_ * 2 * n_head * (head_dim / 2);
   if (total <= 0) return;
-  rope_kernel<T><<<grid_for(total, kBlock), kBlock, 0, stream>>>(qkv, B, T_, n_head, head_dim,
+  launch<rope_kernel<T>>(grid_for(total, kBlock), kBlock, 0, stream, qkv, B, T_, n_head, head_dim,
                                                                  static_cast<double>(theta),
                                                                  inverse);
   CUDA_CHECK_LAUNCH();

@@ -54,7 +54,7 @@ void sinkhorn_forward(float* H, const float* Z, int count, int n, int iters, cud
   if (count <= 0) return;
   const unsigned grid = static_cast<unsigned>(ceil_div(count, kBlock));
   with_stream_count(n, [&](auto k) {
-    sinkhorn_forward_kernel<decltype(k)::value><<<grid, kBlock, 0, stream>>>(H, Z, count, n, iters);
+    launch<sinkhorn_forward_kernel<decltype(k)::value>>(grid, kBlock, 0, stream, H, Z, count, n, iters);
   });
   CUDA_CHECK_LAUNCH();
 }
@@ -72,7 +72,7 @@ void sinkhorn_backward(float* dZ, const float* dH, const float* Z, int count, in
                                    : size_t(1));
   const unsigned grid = static_cast<unsigned>(ceil_div(count, kBlock));
   with_stream_count(n, [&](auto k) {
-    sinkhorn_backward_kernel<decltype(k)::value><<<grid, kBlock, 0, stream>>>(dZ, dH, Z, sums,
+    launch<sinkhorn_backward_kernel<decltype(k)::value>>(grid, kBlock, 0, stream, dZ, dH, Z, sums,
                                                                               count, n, iters);
   });
   CUDA_CHECK_LAUNCH();

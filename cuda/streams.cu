@@ -281,7 +281,7 @@ void stream_expand(T* X, const T* x, int N, int n, int C, cudaStream_t stream) {
   with_vec_width<T>(C, {X, x}, [&](auto w) {
     constexpr int W = decltype(w)::value;
     const RowLaunch l = split_rows(N, C, W);
-    stream_expand_kernel<T, W><<<l.grid, l.block, 0, stream>>>(X, x, n, C);
+    launch<stream_expand_kernel<T, W>>(l.grid, l.block, 0, stream, X, x, n, C);
   });
   CUDA_CHECK_LAUNCH();
 }
@@ -293,7 +293,7 @@ void stream_collapse(T* x, const T* X, int N, int n, int C, cudaStream_t stream)
     with_vec_width<T>(C, {x, X}, [&](auto w) {
       constexpr int W = decltype(w)::value;
       const RowLaunch l = split_rows(N, C, W);
-      stream_collapse_kernel<T, decltype(k)::value, W><<<l.grid, l.block, 0, stream>>>(x, X, n, C);
+      launch<stream_collapse_kernel<T, decltype(k)::value, W>>(l.grid, l.block, 0, stream, x, X, n, C);
     });
   });
   CUDA_CHECK_LAUNCH();
@@ -307,8 +307,7 @@ void stream_aggregate_forward(T* u, const T* X, const float* pre, int N, int n, 
     with_vec_width<T>(C, {u, X}, [&](auto w) {
       constexpr int W = decltype(w)::value;
       const RowLaunch l = split_rows(N, C, W);
-      stream_aggregate_forward_kernel<T, decltype(k)::value, W>
-          <<<l.grid, l.block, 0, stream>>>(u, X, pre, n, C);
+      launch<stream_aggregate_forward_kernel<T, decltype(k)::value, W>>(l.grid, l.block, 0, stream, u, X, pre, n, C);
     });
   });
   CUDA_CHECK_LAUNCH();
@@ -322,8 +321,7 @@ void stream_aggregate_backward(T* dX, float* dpre, const T* du, const T* X, cons
     with_vec_width<T>(C, {dX, du, X}, [&](auto w) {
       constexpr int W = decltype(w)::value;
       const RowLaunch l = one_block_rows(N, C, W);
-      stream_aggregate_backward_kernel<T, decltype(k)::value, W>
-          <<<l.grid, l.block, 0, stream>>>(dX, dpre, du, X, pre, n, C);
+      launch<stream_aggregate_backward_kernel<T, decltype(k)::value, W>>(l.grid, l.block, 0, stream, dX, dpre, du, X, pre, n, C);
     });
   });
   CUDA_CHECK_LAUNCH();
@@ -337,8 +335,7 @@ void stream_merge_forward(T* Y, const T* X, const T* f, const float* res, const 
     with_vec_width<T>(C, {Y, X, f}, [&](auto w) {
       constexpr int W = decltype(w)::value;
       const RowLaunch l = split_rows(N, C, W);
-      stream_merge_forward_kernel<T, decltype(k)::value, W>
-          <<<l.grid, l.block, 0, stream>>>(Y, X, f, res, post, n, C);
+      launch<stream_merge_forward_kernel<T, decltype(k)::value, W>>(l.grid, l.block, 0, stream, Y, X, f, res, post, n, C);
     });
   });
   CUDA_CHECK_LAUNCH();
@@ -353,8 +350,7 @@ void stream_merge_backward(T* dX, T* df, float* dres, float* dpost, const T* dY,
     with_vec_width<T>(C, {dX, df, dY, X, f}, [&](auto w) {
       constexpr int W = decltype(w)::value;
       const RowLaunch l = one_block_rows(N, C, W);
-      stream_merge_backward_kernel<T, decltype(k)::value, W>
-          <<<l.grid, l.block, 0, stream>>>(dX, df, dres, dpost, dY, X, f, res, post, n, C);
+      launch<stream_merge_backward_kernel<T, decltype(k)::value, W>>(l.grid, l.block, 0, stream, dX, df, dres, dpost, dY, X, f, res, post, n, C);
     });
   });
   CUDA_CHECK_LAUNCH();

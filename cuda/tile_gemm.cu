@@ -121,10 +121,10 @@ void tile_gemm_splitk(int M, int N, int K, const TA* A, int64_t a_rs, int64_t a_
   const int64_t k_chunk = ceil_div(K > 0 ? K : 1, chunks);
   const dim3 grid(static_cast<unsigned>(ceil_div(M, kTM)), static_cast<unsigned>(ceil_div(N, kTN)),
                   static_cast<unsigned>(chunks));
-  tile_gemm_kernel<TA, TB, float><<<grid, kThreads, 0, stream>>>(
+  launch<tile_gemm_kernel<TA, TB, float>>(grid, kThreads, 0, stream,
       M, N, K, A, a_rs, a_cs, B, b_rs, b_cs, partial, N, false, nullptr, k_chunk, int64_t(M) * N);
   CUDA_CHECK_LAUNCH();
-  splitk_finish_kernel<TC><<<grid_for(int64_t(M) * N, 256), 256, 0, stream>>>(
+  launch<splitk_finish_kernel<TC>>(grid_for(int64_t(M) * N, 256), 256, 0, stream,
       C, ldc, partial, chunks, M, N, accumulate);
   CUDA_CHECK_LAUNCH();
 }
@@ -136,7 +136,7 @@ void tile_gemm(int M, int N, int K, const TA* A, int64_t a_rs, int64_t a_cs, con
   if (M <= 0 || N <= 0) return;
   if (ceil_div(N, kTN) > 65535) throw InternalError("tile_gemm: N too large for the grid");
   const dim3 grid(static_cast<unsigned>(ceil_div(M, kTM)), static_cast<unsigned>(ceil_div(N, kTN)));
-  tile_gemm_kernel<TA, TB, TC><<<grid, kThreads, 0, stream>>>(M, N, K, A, a_rs, a_cs, B, b_rs,
+  launch<tile_gemm_kernel<TA, TB, TC>>(grid, kThreads, 0, stream, M, N, K, A, a_rs, a_cs, B, b_rs,
                                                               b_cs, C, ldc, accumulate,
                                                               row_sumsq, int64_t(K), 0);
   CUDA_CHECK_LAUNCH();
@@ -151,6 +151,13 @@ template void tile_gemm<bf16, float, float>(int, int, int, const bf16*, int64_t,
 template void tile_gemm<float, float, bf16>(int, int, int, const float*, int64_t, int64_t,
                                             const float*, int64_t, int64_t, bf16*, int64_t, bool,
                                             float*, cudaStream_t);
+// Same-type operands: the emulated build's Backend::gemm (cuda/emu/gemm_tile.cu).
+template void tile_gemm<bf16, bf16, bf16>(int, int, int, const bf16*, int64_t, int64_t,
+                                          const bf16*, int64_t, int64_t, bf16*, int64_t, bool,
+                                          float*, cudaStream_t);
+template void tile_gemm<bf16, bf16, float>(int, int, int, const bf16*, int64_t, int64_t,
+                                           const bf16*, int64_t, int64_t, float*, int64_t, bool,
+                                           float*, cudaStream_t);
 
 template void tile_gemm_splitk<float, float, float>(int, int, int, const float*, int64_t, int64_t,
                                                     const float*, int64_t, int64_t, float*,

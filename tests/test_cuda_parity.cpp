@@ -6,7 +6,8 @@
 // model in every residual mode on CUDA fp32 and on the CPU.
 //
 // Built without CUDA, or without a usable device, every test here is skipped with the
-// reason. Adding an op: append an OpCase to op_cases() (its tensors and a lambda that
+// reason. The CUDA emulator's build (MHC_CUDA_EMULATED, cuda/emu/) compiles this file a
+// second time against the emulated backend, where every case runs on the CPU. Adding an op: append an OpCase to op_cases() (its tensors and a lambda that
 // calls the op).
 #include <gtest/gtest.h>
 
@@ -26,7 +27,7 @@
 #include "rng.h"
 #include "test_support.h"
 
-#ifdef MHC_WITH_CUDA
+#if defined(MHC_WITH_CUDA) || defined(MHC_CUDA_EMULATED)
 #include "cuda/cuda_backend.h"
 #endif
 
@@ -35,7 +36,7 @@ namespace {
 
 // Empty when CUDA tests can run, otherwise why not.
 std::string cuda_skip_reason() {
-#ifdef MHC_WITH_CUDA
+#if defined(MHC_WITH_CUDA) || defined(MHC_CUDA_EMULATED)
   const CudaProbe probe = probe_cuda(0);
   return probe.usable ? std::string() : "no usable CUDA device: " + probe.reason;
 #else
@@ -44,7 +45,7 @@ std::string cuda_skip_reason() {
 }
 
 std::unique_ptr<Backend> make_gpu_backend(DType compute) {
-#ifdef MHC_WITH_CUDA
+#if defined(MHC_WITH_CUDA) || defined(MHC_CUDA_EMULATED)
   return make_cuda_backend(0, compute);
 #else
   (void)compute;
@@ -355,6 +356,12 @@ void add_attention_cases(std::vector<OpCase>& cases) {
       {1, 77, 3, 32},    // sequence not a multiple of 64
   };
   for (const AttentionShape& s : shapes) {
+#ifdef MHC_CUDA_EMULATED
+    // The emulator runs every thread on one core: the long sequences and GPT-2 shapes
+    // (≥ 1M score entries, there for cuDNN and throughput) would take minutes; the shapes
+    // above already cover several tiles, partial tiles and every head size.
+    if (int64_t(s.B) * s.n_head * s.T * s.T > 100000) continue;
+#endif
     const int64_t NC = int64_t(s.B) * s.T * s.C();
     cases.push_back({"attention_B" + std::to_string(s.B) + "_T" + std::to_string(s.T) + "_h" +
                          std::to_string(s.n_head) + "_hd" + std::to_string(s.head_dim),
@@ -390,10 +397,11 @@ void add_activation_cases(std::vector<OpCase>& cases) {
 }
 
 void add_cross_entropy_cases(std::vector<OpCase>& cases) {
-  // Vp = 1024: 16-byte vector path; Vp = 1003: scalar path.
-  for (auto [V, Vp] : {std::pair<int, int>{1000, 1024}, std::pair<int, int>{1001, 1003}}) {
+  // Vp = 1024: 16-byte vector path; Vp = 1003: scalar path; V = 100: a row whose last
+  // vector is partly past V.
+  for (auto [V, Vp] : {std::pair<int, int>{1000, 1024}, std::pair<int, int>{1001, 1003}, std::pair<int, int>{100, 128}}) {
     const int N = 19;
-    const std::string sfx = Vp % 8 == 0 ? "" : "_unaligned";
+    const std::string sfx = Vp == 128 ? "_small" : Vp % 8 == 0 ? "" : "_unaligned";
     for (float dloss : {0.f, 0.37f})
       cases.push_back({std::string("cross_entropy") + (dloss != 0.f ? "_with_grad" : "_loss_only") +
                            sfx,
@@ -752,7 +760,7 @@ TEST(CudaModelParityBf16, ForwardBackwardWithRecomputeAndChunkedClassifier) {
     options.classifier_chunk = 48;
     std::unique_ptr<Backend> gpu = make_gpu_backend(DType::BF16);
     const StepComparison r = compare_one_step(*gpu, cfg, options, {11, 5, 0.05, 8});
-#ifdef MHC_WITH_CUDA
+#if defined(MHC_WITH_CUDA) || defined(MHC_CUDA_EMULATED)
     const CudaAttentionStatus status = cuda_attention_status(*gpu);
     std::printf("[ attention ] %s: %s\n", mode.c_str(), status.last.c_str());
 #endif
@@ -762,11 +770,12 @@ TEST(CudaModelParityBf16, ForwardBackwardWithRecomputeAndChunkedClassifier) {
 }
 
 // With cuDNN compiled in and enabled, the GPT-2-small attention shape must run through
-// cuDNN (not silently fall back), forward and backward.
+// cuDNN (not silently fall back), forward and backward. cuDNN is not emulated.
+#ifndef MHC_CUDA_EMULATED
 TEST(CudnnAttention, Gpt2ShapeRunsThroughCudnn) {
   const std::string reason = cuda_skip_reason();
   if (!reason.empty()) GTEST_SKIP() << reason;
-#ifdef MHC_WITH_CUDA
+#if defined(MHC_WITH_CUDA) || defined(MHC_CUDA_EMULATED)
   std::unique_ptr<Backend> gpu = make_gpu_backend(DType::BF16);
   if (!cuda_attention_status(*gpu).cudnn_enabled)
     GTEST_SKIP() << "cuDNN attention not compiled in or MHC_CUDNN_ATTENTION=off";
@@ -788,6 +797,7 @@ TEST(CudnnAttention, Gpt2ShapeRunsThroughCudnn) {
   for (Tensor t : {qkv, out, lse, dout, dqkv}) gpu->release(t);
 #endif
 }
+#endif  // MHC_CUDA_EMULATED
 
 INSTANTIATE_TEST_SUITE_P(
     AllModes, CudaModelParity,

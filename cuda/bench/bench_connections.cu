@@ -116,9 +116,9 @@ struct Buffers {
     CHECK(cudaMalloc(&p, sizeof(T) * std::max(1LL, count)));
     owned.push_back(p);
     if constexpr (std::is_same_v<T, char>)
-      fill_bytes<<<1024, 256>>>(static_cast<unsigned char*>(p), count, seed);
+      mhc::cuda::launch<fill_bytes>(1024, 256, 0, nullptr, static_cast<unsigned char*>(p), count, seed);
     else
-      fill_random<T><<<1024, 256>>>(static_cast<T*>(p), count, seed, scale, offset);
+      mhc::cuda::launch<fill_random<T>>(1024, 256, 0, nullptr, static_cast<T*>(p), count, seed, scale, offset);
     CHECK(cudaGetLastError());
     // The fills run on the legacy stream, the timed kernels on a non-blocking one.
     CHECK(cudaDeviceSynchronize());

@@ -16,6 +16,8 @@
 #include <memory>
 #include <string>
 
+#include "error.h"
+#include "mhc_math.h"
 #include "tensor.h"
 
 namespace mhc {
@@ -42,7 +44,8 @@ struct ConnShape {
   int N = 0;  // tokens
   int n = 1;  // streams
   int C = 0;  // d_model
-  int D() const { return 2 * n + n * n; }
+  math::MhcVariant mhc{};  // mHC variant (residuals.md "Variants"); default: the paper's
+  int D() const { return math::mhc_coeff_count(mhc.projection, n); }
 };
 
 // Parameters of one HC connection (views into the master weights). Dynamic ones are
@@ -61,8 +64,8 @@ struct HcSaved {
 };
 
 struct MhcParams {
-  Tensor phi;    // [nC, D]
-  Tensor alpha;  // [3]
+  Tensor phi;    // [nC, D]  (empty for static mHC)
+  Tensor alpha;  // [3]      (empty for static mHC)
   Tensor bias;   // [D]
 };
 
@@ -185,6 +188,34 @@ class Backend {
   virtual void mhc_coeff_backward(Tensor dX, const MhcParams& dp, const Coeffs& dc, Tensor X,
                                   const MhcParams& p, const MhcSaved& saved, const ConnShape& s,
                                   int iters) = 0;
+
+  // ---- mHC variants and the learned collapse (residuals.md "Variants") ---------------
+  // The mHC coefficient ops above for a non-default s.mhc (projection, numerics, static):
+  // same contract, D = s.D(). A backend that does not implement them refuses here; the
+  // config is refused earlier (cuda_unsupported_variant) so a run never gets this far.
+  virtual void mhc_variant_coeff_forward(const Coeffs&, const MhcSaved&, Tensor, const MhcParams&,
+                                         const ConnShape& s, int, float) {
+    fail("{}: the mHC variant (projection {}) is not implemented on this backend", name(),
+         static_cast<int>(s.mhc.projection));
+  }
+  virtual void mhc_variant_coeff_backward(Tensor, const MhcParams&, const Coeffs&, Tensor,
+                                          const MhcParams&, const MhcSaved&, const ConnShape& s,
+                                          int) {
+    fail("{}: the mHC variant (projection {}) is not implemented on this backend", name(),
+         static_cast<int>(s.mhc.projection));
+  }
+  // Learned collapse weights (V4's head mix) from X [N, n*C]:
+  //   w[N,n] = σ(α (v·φ)/r + β) + eps (overwrite), m [N,n] = (v·φ)/r and rms [N] = r saved,
+  //   r = sqrt(mean(v²) + eps). phi [nC, n], alpha [1], bias [n] (master dtype).
+  virtual void collapse_weights_forward(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
+                                        int, int, int, float) {
+    fail("{}: residual.collapse=learned is not implemented on this backend", name());
+  }
+  // Given dw [N,n]: dX +=, dphi/dalpha/dbias +=.
+  virtual void collapse_weights_backward(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
+                                         Tensor, Tensor, Tensor, Tensor, int, int, int) {
+    fail("{}: residual.collapse=learned is not implemented on this backend", name());
+  }
 
   // ---- HC coefficients (static, or dynamic when p.dynamic()) --------------------------
   virtual void hc_coeff_forward(const Coeffs& c, const HcSaved& saved, Tensor X,

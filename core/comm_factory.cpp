@@ -4,6 +4,7 @@
 #include "dist/mpi_comm.h"
 #include "dist/tcp_comm.h"
 #include "error.h"
+#include "model_shape.h"
 #ifdef MHC_WITH_CUDA
 #include "cuda/cuda_backend.h"
 #include "cuda/nccl_comm.h"
@@ -13,7 +14,12 @@ namespace mhc {
 namespace {
 
 // Whether training will run on a GPU (mirrors make_backend), and why not.
-bool uses_gpu(const Config::Train& train, int local_rank, std::string* why_not) {
+bool uses_gpu(const Config::Train& train, int local_rank, std::string* why_not,
+              const std::string& cuda_refusal) {
+  if (!cuda_refusal.empty() && train.device != "cpu") {
+    *why_not = cuda_refusal;
+    return false;
+  }
 #ifdef MHC_WITH_CUDA
   if (train.device == "cpu") {
     *why_not = "train.device=cpu";
@@ -74,7 +80,7 @@ CommChoice make_communicator(const Config& cfg, const dist::RankEnv& env) {
     return out;
   }
   std::string why_not_gpu;
-  const bool gpu = uses_gpu(cfg.train, env.local_rank, &why_not_gpu);
+  const bool gpu = uses_gpu(cfg.train, env.local_rank, &why_not_gpu, cuda_unsupported_variant(cfg));
   if (want == "nccl" || (want == "auto" && gpu)) {
 #ifdef MHC_WITH_CUDA
     if (!gpu) fail("dist.backend=nccl needs a usable GPU: {}", why_not_gpu);

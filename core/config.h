@@ -40,6 +40,9 @@ struct Config {
       double alpha_init;
       double init_logit;
       double eps;
+      std::string projection;  // sinkhorn | birkhoff | kronecker | identity
+      std::string numerics;    // paper | deepseek_v4
+      bool dynamic;            // false: static mHC
     } mhc;
     std::string collapse;
   } residual;

@@ -207,8 +207,18 @@ std::vector<Field> build_schema() {
   MHC_INT(residual.mhc.sinkhorn_iters, 20, "mHC: Sinkhorn-Knopp iterations t_max");
   MHC_FLOAT(residual.mhc.alpha_init, 0.01, "mHC: initial gates alpha");
   MHC_FLOAT(residual.mhc.init_logit, 3.0, "mHC: bias scale s of the near-identity init");
-  MHC_FLOAT(residual.mhc.eps, 1e-6, "mHC: epsilon of the stream RMS");
-  MHC_CHOICE(residual.collapse, "sum", "how streams become one at the head", "sum");
+  MHC_FLOAT(residual.mhc.eps, 1e-6, "mHC: epsilon of the stream RMS (and of deepseek_v4 numerics)");
+  MHC_CHOICE(residual.mhc.projection, "sinkhorn",
+             "mHC: H_res from its logits: sinkhorn (paper), birkhoff (mHC-lite, n <= 5), "
+             "kronecker (KromHC, n a power of two), identity (H_res = I)",
+             "sinkhorn", "birkhoff", "kronecker", "identity");
+  MHC_CHOICE(residual.mhc.numerics, "paper",
+             "mHC: paper, or deepseek_v4 (eps on H_pre and in the projection, res logits transposed)",
+             "paper", "deepseek_v4");
+  MHC_BOOL(residual.mhc.dynamic, true, "mHC: input-dependent coefficients; false = static mHC (bias only)");
+  MHC_CHOICE(residual.collapse, "sum",
+             "how streams become one at the head: sum, or learned (DeepSeek-V4's sigmoid head mix; hc/mhc)",
+             "sum", "learned");
 
   MHC_STR(data.train, "data/cache/linuxdoc/*_train_*.bin", "glob of training shards");
   MHC_STR(data.val, "data/cache/linuxdoc/*_val_*.bin", "glob of validation shards");

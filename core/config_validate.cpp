@@ -34,6 +34,64 @@ const char* residual_mode_name(ResidualMode m) {
   return "?";
 }
 
+math::MhcProjection parse_mhc_projection(const std::string& s) {
+  if (s == "sinkhorn") return math::MhcProjection::Sinkhorn;
+  if (s == "birkhoff") return math::MhcProjection::Birkhoff;
+  if (s == "kronecker") return math::MhcProjection::Kronecker;
+  if (s == "identity") return math::MhcProjection::Identity;
+  fail("config: residual.mhc.projection={} is not one of: sinkhorn, birkhoff, kronecker, identity",
+       s);
+}
+
+const char* mhc_projection_name(math::MhcProjection p) {
+  switch (p) {
+    case math::MhcProjection::Sinkhorn: return "sinkhorn";
+    case math::MhcProjection::Birkhoff: return "birkhoff";
+    case math::MhcProjection::Kronecker: return "kronecker";
+    case math::MhcProjection::Identity: return "identity";
+  }
+  return "?";
+}
+
+std::string cuda_unsupported_variant(const Config& cfg) {
+  const auto& r = cfg.residual;
+  const std::string tail = " is not implemented on CUDA yet; use train.device=cpu";
+  if (r.mode == "mhc") {
+    if (r.mhc.projection != "sinkhorn") return "residual.mhc.projection=" + r.mhc.projection + tail;
+    if (r.mhc.numerics != "paper") return "residual.mhc.numerics=" + r.mhc.numerics + tail;
+    if (!r.mhc.dynamic) return "residual.mhc.dynamic=false (static mHC)" + tail;
+  }
+  if (r.mode != "baseline" && r.collapse != "sum") return "residual.collapse=" + r.collapse + tail;
+  return "";
+}
+
+namespace {
+
+// The variant keys (residuals.md "Variants"): each bad combination is one line naming the
+// key, its value and what is allowed.
+void validate_variants(const Config::Residual& r) {
+  if (r.collapse == "learned" && r.mode == "baseline")
+    fail("config: residual.collapse=learned needs residual.mode hc or mhc (baseline has one "
+         "stream); allowed with residual.mode=baseline: residual.collapse=sum");
+  if (r.mode != "mhc") return;
+  const math::MhcProjection p = parse_mhc_projection(r.mhc.projection);
+  if (p == math::MhcProjection::Birkhoff && r.n > 5)
+    fail("config: residual.mhc.projection=birkhoff needs residual.n <= 5 (it has n! logits), got "
+         "residual.n={}; allowed: residual.n in 1..5, or residual.mhc.projection: sinkhorn, "
+         "kronecker, identity",
+         r.n);
+  if (p == math::MhcProjection::Kronecker && math::log2_exact(static_cast<int>(r.n)) < 0)
+    fail("config: residual.mhc.projection=kronecker needs residual.n a power of two (1, 2, 4, 8, "
+         "16), got residual.n={}; or use residual.mhc.projection: sinkhorn, birkhoff, identity",
+         r.n);
+  if (r.mhc.numerics == "deepseek_v4" && p != math::MhcProjection::Sinkhorn)
+    fail("config: residual.mhc.numerics=deepseek_v4 is DeepSeek-V4's Sinkhorn; it needs "
+         "residual.mhc.projection=sinkhorn, got residual.mhc.projection={}",
+         r.mhc.projection);
+}
+
+}  // namespace
+
 void validate_config(const Config& cfg) {
   const auto& m = cfg.model;
   require_positive(m.vocab_size, "model.vocab_size");
@@ -58,6 +116,7 @@ void validate_config(const Config& cfg) {
   if (r.n > 16) fail("config: residual.n={} is larger than the supported 16", r.n);
   require_positive(r.mhc.sinkhorn_iters, "residual.mhc.sinkhorn_iters");
   if (!(r.mhc.eps > 0)) fail("config: residual.mhc.eps must be positive, got {}", r.mhc.eps);
+  validate_variants(r);
 
   const auto& t = cfg.train;
   require_positive(t.micro_batch, "train.micro_batch");
@@ -129,6 +188,13 @@ ModelShape model_shape_from_config(const Config& cfg) {
   s.norm_eps = static_cast<float>(cfg.model.norm_eps);
   s.rope_theta = static_cast<float>(cfg.model.rope_theta);
   s.mhc_eps = static_cast<float>(cfg.residual.mhc.eps);
+  if (s.mode == ResidualMode::MHC) {
+    s.mhc.projection = parse_mhc_projection(cfg.residual.mhc.projection);
+    s.mhc.v4 = cfg.residual.mhc.numerics == "deepseek_v4";
+    s.mhc.dynamic = cfg.residual.mhc.dynamic;
+    s.mhc.eps = s.mhc_eps;
+  }
+  s.learned_collapse = s.mode != ResidualMode::Baseline && cfg.residual.collapse == "learned";
   return s;
 }
 

@@ -161,6 +161,7 @@ std::string param_group(const std::string& name) {
   if (name == "embed.weight") return "embed";
   if (name == "lm_head.weight") return "head";
   if (name.find("_conn.") != std::string::npos) return "connections";
+  if (name.rfind("collapse.", 0) == 0) return "connections";  // residual.collapse=learned
   if (name.find(".attn.") != std::string::npos) return "attention";
   if (name.find(".mlp.") != std::string::npos) return "mlp";
   const std::string suffix = "norm.weight";

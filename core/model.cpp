@@ -42,6 +42,7 @@ struct Model::Buffers {
   Tensor u_shared;         // recompute: [N,C] the one u buffer of every sublayer
   std::vector<SublayerActs> sub;
   Tensor y, yn, rstd_final, logits, losses;
+  Tensor collapse_w, collapse_m, collapse_rms, collapse_dw;  // learned collapse [N,n] x3, [N]
   // backward scratch, reused by every sublayer
   Tensor dXa, dXb, du, dh, df, dy, dyn, dqkv, datt, dhid_in, dhid_act;
   Coeffs dcoeffs;
@@ -119,6 +120,12 @@ void Model::make_buffers(BufferArena& a, Buffers& b, DType act, DType master, co
     }
   }
   b.y = streams ? a.take(N * C, act) : Tensor{};
+  if (s.learned_collapse) {
+    b.collapse_w = a.take(N * n, master);
+    b.collapse_m = a.take(N * n, master);
+    b.collapse_rms = a.take(N, master);
+    b.collapse_dw = a.take(N * n, master);
+  }
   b.yn = a.take(N * C, act);
   b.rstd_final = a.take(N, master);
   b.logits = a.take(logits_rows(s, opt, N) * s.Vp, act);
@@ -189,6 +196,7 @@ void Model::build_grad_stages() {
     stage[index] = st;
   };
   put(layout_.final_norm, 0);
+  for (int i : {layout_.collapse_phi, layout_.collapse_alpha, layout_.collapse_bias}) put(i, 0);
   if (!shape_.tied) put(layout_.lm_head, 0);
   for (int k = 0; k < S; ++k) {
     const SublayerParamIndex& idx = layout_.sublayers[k];
@@ -314,7 +322,7 @@ Tensor Model::sublayer_input(int k) const {
 }
 
 MhcParams Model::mhc_params(const ConnParamIndex& c, bool grads) const {
-  auto t = [&](int i) { return grads ? grad(i) : param(i); };
+  auto t = [&](int i) { return i < 0 ? Tensor{} : (grads ? grad(i) : param(i)); };
   return {t(c.phi), t(c.alpha), t(c.bias)};
 }
 
@@ -357,7 +365,15 @@ double Model::forward(const int32_t* inputs, const int32_t* targets, int B, int 
   materialized_segment_ = (shape_.sublayers() - 1) / segment_;  // the slots hold the last
   const Tensor last = rows(b.X[shape_.sublayers()], N, n * C);
   Tensor y = last;
-  if (shape_.mode != ResidualMode::Baseline) {
+  if (shape_.learned_collapse) {
+    y = rows(b.y, N, C);
+    const Tensor w = rows(b.collapse_w, N, n);
+    backend_.collapse_weights_forward(w, rows(b.collapse_m, N, n), rows(b.collapse_rms, N, 1),
+                                      last, param(layout_.collapse_phi),
+                                      param(layout_.collapse_alpha), param(layout_.collapse_bias),
+                                      N, n, C, shape_.mhc_eps);
+    backend_.stream_aggregate_forward(y, last, w, ConnShape{N, n, C});
+  } else if (shape_.mode != ResidualMode::Baseline) {
     y = rows(b.y, N, C);
     backend_.stream_collapse(y, last, N, n, C);
   }
@@ -406,7 +422,13 @@ void Model::sublayer_forward(int k, int B, int T) {
   Tensor u = Xk;
   const bool streams = shape_.mode != ResidualMode::Baseline;
   const Coeffs co = streams ? coeff_rows(a.coeffs, N, n) : Coeffs{};
-  if (shape_.mode == ResidualMode::MHC) {
+  if (shape_.mode == ResidualMode::MHC && !math::mhc_is_default(shape_.mhc)) {
+    ConnShape vs = cs;
+    vs.mhc = shape_.mhc;
+    backend_.mhc_variant_coeff_forward(co, {rows(a.mhc.m, N, shape_.D()), rows(a.mhc.rms, N, 1)},
+                                       Xk, mhc_params(idx.conn, false), vs, shape_.sinkhorn_iters,
+                                       shape_.mhc_eps);
+  } else if (shape_.mode == ResidualMode::MHC) {
     backend_.mhc_coeff_forward(co, {rows(a.mhc.m, N, shape_.D()), rows(a.mhc.rms, N, 1)}, Xk,
                                mhc_params(idx.conn, false), cs, shape_.sinkhorn_iters,
                                shape_.mhc_eps);
@@ -482,7 +504,20 @@ void Model::backward() {
   backend_.zero(dy);
   backend_.rmsnorm_backward(dy, grad(layout_.final_norm), dyn, y, weight(layout_.final_norm),
                             rows(b.rstd_final, N, 1), N, C);
-  if (streams) backend_.stream_expand(dX, dy, N, n, C);
+  if (shape_.learned_collapse) {
+    const Tensor last = rows(b.X[shape_.sublayers()], N, n * C);
+    const Tensor dw = rows(b.collapse_dw, N, n);
+    backend_.zero(dX);
+    backend_.stream_aggregate_backward(dX, dw, dy, last, rows(b.collapse_w, N, n),
+                                       ConnShape{N, n, C});
+    backend_.collapse_weights_backward(
+        dX, grad(layout_.collapse_phi), grad(layout_.collapse_alpha), grad(layout_.collapse_bias),
+        dw, last, param(layout_.collapse_phi), param(layout_.collapse_alpha),
+        param(layout_.collapse_bias), rows(b.collapse_m, N, n), rows(b.collapse_rms, N, 1), N, n,
+        C);
+  } else if (streams) {
+    backend_.stream_expand(dX, dy, N, n, C);
+  }
   grads_ready(0);
   Tensor dX_other = streams ? rows(b.dXb, N, n * C) : dX;
   for (int k = shape_.sublayers() - 1; k >= 0; --k) {
@@ -531,7 +566,14 @@ void Model::sublayer_backward(int k, int B, int T, Tensor dX_out, Tensor dX_in) 
   backend_.zero(du);
   backend_.rmsnorm_backward(du, grad(idx.norm), dh, u, weight(idx.norm), rows(a.rstd, N, 1), N, C);
   backend_.stream_aggregate_backward(dX_in, dco.pre, du, Xk, co.pre, cs);
-  if (shape_.mode == ResidualMode::MHC) {
+  if (shape_.mode == ResidualMode::MHC && !math::mhc_is_default(shape_.mhc)) {
+    ConnShape vs = cs;
+    vs.mhc = shape_.mhc;
+    backend_.mhc_variant_coeff_backward(dX_in, mhc_params(idx.conn, true), dco, Xk,
+                                        mhc_params(idx.conn, false),
+                                        {rows(a.mhc.m, N, shape_.D()), rows(a.mhc.rms, N, 1)}, vs,
+                                        shape_.sinkhorn_iters);
+  } else if (shape_.mode == ResidualMode::MHC) {
     backend_.mhc_coeff_backward(dX_in, mhc_params(idx.conn, true), dco, Xk,
                                 mhc_params(idx.conn, false),
                                 {rows(a.mhc.m, N, shape_.D()), rows(a.mhc.rms, N, 1)}, cs,

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "config.h"
+#include "mhc_math.h"
 
 namespace mhc {
 
@@ -28,13 +29,19 @@ struct ModelShape {
   float norm_eps = 1e-5f;
   float rope_theta = 10000.f;
   float mhc_eps = 1e-6f;
+  math::MhcVariant mhc{};        // mHC variant (only set in mode mhc)
+  bool learned_collapse = false;  // residual.collapse: learned (hc/mhc)
 
   int sublayers() const { return 2 * L; }
-  int D() const { return 2 * n + n * n; }  // mHC coefficients per token
+  int D() const { return math::mhc_coeff_count(mhc.projection, n); }  // mHC coefficients per token
 };
 
 ModelShape model_shape_from_config(const Config& cfg);
 ResidualMode parse_residual_mode(const std::string& s);
 const char* residual_mode_name(ResidualMode m);
+math::MhcProjection parse_mhc_projection(const std::string& s);
+const char* mhc_projection_name(math::MhcProjection p);
+// The line refusing a variant the CUDA backend does not implement yet (empty if it does).
+std::string cuda_unsupported_variant(const Config& cfg);
 
 }  // namespace mhc

@@ -54,8 +54,10 @@ ConnParamIndex add_connection(LayoutBuilder& b, const std::string& prefix, int k
       c.s_beta = b.add(prefix + "s_beta", {}, false, InitKind::Constant, cfg.residual.hc.gate_init, k);
     }
   } else if (s.mode == ResidualMode::MHC) {
-    c.phi = b.add(prefix + "phi", {n * C, s.D()}, true, InitKind::Constant, 0.0, k);
-    c.alpha = b.add(prefix + "alpha", {3}, false, InitKind::Constant, cfg.residual.mhc.alpha_init, k);
+    if (s.mhc.dynamic) {  // static mHC has the bias alone
+      c.phi = b.add(prefix + "phi", {n * C, s.D()}, true, InitKind::Constant, 0.0, k);
+      c.alpha = b.add(prefix + "alpha", {3}, false, InitKind::Constant, cfg.residual.mhc.alpha_init, k);
+    }
     c.bias = b.add(prefix + "bias", {s.D()}, false, InitKind::MhcBias, cfg.residual.mhc.init_logit, k);
   }
   return c;
@@ -93,6 +95,12 @@ ParamLayout ParamLayout::build(const ModelShape& s, const Config& cfg) {
     out.sublayers.push_back(attn);
     out.sublayers.push_back(mlp);
   }
+  if (s.learned_collapse) {
+    out.collapse_phi = b.add("collapse.phi", {s.n * C, s.n}, true, InitKind::Constant, 0.0);
+    out.collapse_alpha = b.add("collapse.alpha", {1}, false, InitKind::Constant,
+                               cfg.residual.mhc.alpha_init);
+    out.collapse_bias = b.add("collapse.bias", {s.n}, false, InitKind::Constant, 0.0);
+  }
   out.final_norm = b.add("final_norm.weight", {C}, false, InitKind::Constant, 1.0);
   if (!s.tied) out.lm_head = b.add("lm_head.weight", {Vp, C}, true, InitKind::Normal, std);
   out.total = (out.total + kAlign - 1) / kAlign * kAlign;
@@ -106,7 +114,18 @@ int ParamLayout::find(const std::string& name) const {
 }
 
 bool is_connection_param(const std::string& name) {
-  return name.find("_conn.") != std::string::npos;
+  return name.find("_conn.") != std::string::npos || name.rfind("collapse.", 0) == 0;
+}
+
+double birkhoff_identity_logit(int n, double s) {
+  if (n < 2) return 0.0;  // one permutation: H_res = [1] whatever its logit
+  // Sinkhorn init: H_ii = d = 1/(1 + (n−1)e^{−2s}). Birkhoff with logits (x, 0, …, 0):
+  // H_ii = (e^x + (n−1)! − 1)/(e^x + n! − 1), which is d when e^x is as below.
+  const double d = 1.0 / (1.0 + (n - 1) * std::exp(-2.0 * s));
+  double fact = 1, fact1 = 1;
+  for (int i = 2; i <= n; ++i) fact *= i;
+  for (int i = 2; i <= n - 1; ++i) fact1 *= i;
+  return std::log((d * (fact - 1) - (fact1 - 1)) / (1 - d));
 }
 
 int64_t ParamLayout::count_matching(bool connection) const {
@@ -141,8 +160,19 @@ std::vector<double> init_param(const ParamInfo& p, const ModelShape& s, uint64_t
       const double sc = p.init_value;
       for (int i = 0; i < n; ++i) v[i] = (i == p.sublayer % n) ? sc : -sc;
       for (int i = 0; i < n; ++i) v[n + i] = 0.0;
-      for (int i = 0; i < n; ++i)
-        for (int j = 0; j < n; ++j) v[2 * n + i * n + j] = (i == j) ? sc : -sc;
+      switch (s.mhc.projection) {
+        case math::MhcProjection::Sinkhorn:
+          for (int i = 0; i < n; ++i)
+            for (int j = 0; j < n; ++j) v[2 * n + i * n + j] = (i == j) ? sc : -sc;
+          break;
+        case math::MhcProjection::Birkhoff:  // the identity is permutation 0 (lexicographic)
+          v[2 * n] = birkhoff_identity_logit(n, sc);
+          break;
+        case math::MhcProjection::Kronecker:
+          for (int l = 0; l < math::log2_exact(n); ++l) v[2 * n + l] = sc;
+          break;
+        case math::MhcProjection::Identity: break;
+      }
       break;
     }
   }

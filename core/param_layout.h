@@ -17,7 +17,9 @@ enum class InitKind {
   Constant,       // every entry = value
   Identity,       // n×n identity
   OneHot,         // e_{k mod n} (HC input weights)
-  MhcBias,        // [pre: -s + 2s·e_{k mod n} | post: 0 | res: 2s·I - s]
+  MhcBias,        // [pre: -s + 2s·e_{k mod n} | post: 0 | res: by projection (below)]
+                  //   sinkhorn 2s·I - s; birkhoff s_lite on the identity permutation, 0
+                  //   elsewhere; kronecker s on every factor; identity none
 };
 
 struct ParamInfo {
@@ -50,6 +52,7 @@ struct ParamLayout {
   std::vector<ParamInfo> params;
   std::vector<SublayerParamIndex> sublayers;  // 2L
   int embed = -1, final_norm = -1, lm_head = -1;
+  int collapse_phi = -1, collapse_alpha = -1, collapse_bias = -1;  // residual.collapse=learned
   int64_t total = 0;
 
   static ParamLayout build(const ModelShape& shape, const Config& cfg);
@@ -67,6 +70,10 @@ std::vector<int64_t> user_param_shape(const ParamInfo& p, const ModelShape& shap
 // connections_only: only the residual-connection parameters.
 int64_t parameter_count(const ParamLayout& layout, const ModelShape& shape,
                         bool connections_only = false);
+
+// mHC-lite's identity logit: the value whose softmax puts on every diagonal entry of
+// H_res the mass the Sinkhorn init 2s·I − s gives it (residuals.md "Variants").
+double birkhoff_identity_logit(int n, double s);
 
 // Initial values of one parameter (host, double).
 std::vector<double> init_param(const ParamInfo& p, const ModelShape& shape, uint64_t seed);

@@ -130,6 +130,28 @@ class TimedBackend final : public Backend {
                           const MhcParams& p, const MhcSaved& sv, const ConnShape& s, int it) override {
     MHC_TIMED("conn_coeff", inner_.mhc_coeff_backward(dX, dp, dc, X, p, sv, s, it));
   }
+  void mhc_variant_coeff_forward(const Coeffs& c, const MhcSaved& sv, Tensor X,
+                                 const MhcParams& p, const ConnShape& s, int it,
+                                 float eps) override {
+    MHC_TIMED("conn_coeff", inner_.mhc_variant_coeff_forward(c, sv, X, p, s, it, eps));
+  }
+  void mhc_variant_coeff_backward(Tensor dX, const MhcParams& dp, const Coeffs& dc, Tensor X,
+                                  const MhcParams& p, const MhcSaved& sv, const ConnShape& s,
+                                  int it) override {
+    MHC_TIMED("conn_coeff", inner_.mhc_variant_coeff_backward(dX, dp, dc, X, p, sv, s, it));
+  }
+  void collapse_weights_forward(Tensor w, Tensor m, Tensor rms, Tensor X, Tensor phi,
+                                Tensor alpha, Tensor bias, int N, int n, int C,
+                                float eps) override {
+    MHC_TIMED("conn_coeff",
+              inner_.collapse_weights_forward(w, m, rms, X, phi, alpha, bias, N, n, C, eps));
+  }
+  void collapse_weights_backward(Tensor dX, Tensor dphi, Tensor dalpha, Tensor dbias, Tensor dw,
+                                 Tensor X, Tensor phi, Tensor alpha, Tensor bias, Tensor m,
+                                 Tensor rms, int N, int n, int C) override {
+    MHC_TIMED("conn_coeff", inner_.collapse_weights_backward(dX, dphi, dalpha, dbias, dw, X, phi,
+                                                             alpha, bias, m, rms, N, n, C));
+  }
   void hc_coeff_forward(const Coeffs& c, const HcSaved& sv, Tensor X, const HcParams& p,
                         const ConnShape& s, float eps) override {
     MHC_TIMED("conn_coeff", inner_.hc_coeff_forward(c, sv, X, p, s, eps));

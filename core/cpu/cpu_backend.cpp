@@ -267,6 +267,41 @@ void CpuBackend<T>::mhc_coeff_backward(Tensor dX, const MhcParams& dp, const Coe
                              p<T>(prm.bias), p<T>(saved.m), p<T>(saved.rms), s.N, s.n, s.C, iters);
 }
 template <class T>
+void CpuBackend<T>::mhc_variant_coeff_forward(const Coeffs& c, const MhcSaved& saved, Tensor X,
+                                              const MhcParams& prm, const ConnShape& s,
+                                              int iters, float eps) {
+  cpu::mhc_variant_coeff_forward<T>(p<T>(c.pre), p<T>(c.post), p<T>(c.res), p<T>(saved.m),
+                                    p<T>(saved.rms), p<T>(X), p<T>(prm.phi), p<T>(prm.alpha),
+                                    p<T>(prm.bias), s.N, s.n, s.C, iters, static_cast<T>(eps),
+                                    s.mhc);
+}
+template <class T>
+void CpuBackend<T>::mhc_variant_coeff_backward(Tensor dX, const MhcParams& dp, const Coeffs& dc,
+                                               Tensor X, const MhcParams& prm,
+                                               const MhcSaved& saved, const ConnShape& s,
+                                               int iters) {
+  cpu::mhc_variant_coeff_backward<T>(p<T>(dX), p<T>(dp.phi), p<T>(dp.alpha), p<T>(dp.bias),
+                                     p<T>(dc.pre), p<T>(dc.post), p<T>(dc.res), p<T>(X),
+                                     p<T>(prm.phi), p<T>(prm.alpha), p<T>(prm.bias),
+                                     p<T>(saved.m), p<T>(saved.rms), s.N, s.n, s.C, iters, s.mhc);
+}
+template <class T>
+void CpuBackend<T>::collapse_weights_forward(Tensor w, Tensor m, Tensor rms, Tensor X,
+                                             Tensor phi, Tensor alpha, Tensor bias, int N, int n,
+                                             int C, float eps) {
+  cpu::collapse_weights_forward<T>(p<T>(w), p<T>(m), p<T>(rms), p<T>(X), p<T>(phi), p<T>(alpha),
+                                   p<T>(bias), N, n, C, static_cast<T>(eps));
+}
+template <class T>
+void CpuBackend<T>::collapse_weights_backward(Tensor dX, Tensor dphi, Tensor dalpha,
+                                              Tensor dbias, Tensor dw, Tensor X, Tensor phi,
+                                              Tensor alpha, Tensor bias, Tensor m, Tensor rms,
+                                              int N, int n, int C) {
+  cpu::collapse_weights_backward<T>(p<T>(dX), p<T>(dphi), p<T>(dalpha), p<T>(dbias), p<T>(dw),
+                                    p<T>(X), p<T>(phi), p<T>(alpha), p<T>(bias), p<T>(m),
+                                    p<T>(rms), N, n, C);
+}
+template <class T>
 void CpuBackend<T>::hc_coeff_forward(const Coeffs& c, const HcSaved& saved, Tensor X,
                                      const HcParams& prm, const ConnShape& s, float norm_eps) {
   cpu::hc_coeff_forward<T>(p<T>(c.pre), p<T>(c.post), p<T>(c.res), p<T>(saved.rstd),

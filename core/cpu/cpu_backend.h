@@ -72,6 +72,18 @@ class CpuBackend final : public Backend {
   void mhc_coeff_backward(Tensor dX, const MhcParams& dp, const Coeffs& dc, Tensor X,
                           const MhcParams& p, const MhcSaved& saved, const ConnShape& s,
                           int iters) override;
+  void mhc_variant_coeff_forward(const Coeffs& c, const MhcSaved& saved, Tensor X,
+                                 const MhcParams& p, const ConnShape& s, int iters,
+                                 float eps) override;
+  void mhc_variant_coeff_backward(Tensor dX, const MhcParams& dp, const Coeffs& dc, Tensor X,
+                                  const MhcParams& p, const MhcSaved& saved, const ConnShape& s,
+                                  int iters) override;
+  void collapse_weights_forward(Tensor w, Tensor m, Tensor rms, Tensor X, Tensor phi,
+                                Tensor alpha, Tensor bias, int N, int n, int C,
+                                float eps) override;
+  void collapse_weights_backward(Tensor dX, Tensor dphi, Tensor dalpha, Tensor dbias, Tensor dw,
+                                 Tensor X, Tensor phi, Tensor alpha, Tensor bias, Tensor m,
+                                 Tensor rms, int N, int n, int C) override;
   void hc_coeff_forward(const Coeffs& c, const HcSaved& saved, Tensor X, const HcParams& p,
                         const ConnShape& s, float norm_eps) override;
   void hc_coeff_backward(Tensor dX, const HcParams& dp, const Coeffs& dc, Tensor X,

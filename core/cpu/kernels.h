@@ -4,6 +4,8 @@
 #pragma once
 #include <cstdint>
 
+#include "../mhc_math.h"
+
 namespace mhc::cpu {
 
 template <class T>
@@ -70,6 +72,26 @@ template <class T>
 void mhc_coeff_backward(T* dX, T* dphi, T* dalpha, T* dbias, const T* dpre, const T* dpost,
                         const T* dres, const T* X, const T* phi, const T* alpha, const T* bias,
                         const T* m, const T* rms, int N, int n, int C, int iters);
+
+// mHC variants (core/mhc_math.h MhcVariant); phi/alpha/m/rms null for static mHC.
+template <class T>
+void mhc_variant_coeff_forward(T* pre, T* post, T* res, T* m, T* rms, const T* X, const T* phi,
+                               const T* alpha, const T* bias, int N, int n, int C, int iters,
+                               T eps, const math::MhcVariant& v);
+template <class T>
+void mhc_variant_coeff_backward(T* dX, T* dphi, T* dalpha, T* dbias, const T* dpre,
+                                const T* dpost, const T* dres, const T* X, const T* phi,
+                                const T* alpha, const T* bias, const T* m, const T* rms, int N,
+                                int n, int C, int iters, const math::MhcVariant& v);
+
+// Learned collapse weights: w [N,n] = σ(α m + β) + eps with m = (v·φ)/r (saved, as r).
+template <class T>
+void collapse_weights_forward(T* w, T* m, T* rms, const T* X, const T* phi, const T* alpha,
+                              const T* bias, int N, int n, int C, T eps);
+template <class T>
+void collapse_weights_backward(T* dX, T* dphi, T* dalpha, T* dbias, const T* dw, const T* X,
+                               const T* phi, const T* alpha, const T* bias, const T* m,
+                               const T* rms, int N, int n, int C);
 
 // HC coefficients. Dynamic pointers (norm_w ... s_beta, rstd, tanh) are null for static HC.
 template <class T>

@@ -77,6 +77,92 @@ void mhc_coeff_backward(T* dX, T* dphi, T* dalpha, T* dbias, const T* dpre, cons
   }
 }
 
+// Any variant (residuals.md "Variants"): the same structure with D = 2n + R columns and
+// core/mhc_math.h's mhc_variant_forward/backward per token. Static mHC (phi null) has
+// no m and no r: H̃ = β for every token, and only β gets a gradient.
+template <class T>
+void mhc_variant_coeff_forward(T* pre, T* post, T* res, T* m, T* rms, const T* X, const T* phi,
+                               const T* alpha, const T* bias, int N, int n, int C, int iters,
+                               T eps, const math::MhcVariant& v) {
+  const int D = math::mhc_coeff_count(v.projection, n), nC = n * C;
+  const bool dynamic = phi != nullptr;
+  if (dynamic) gemm<T>(false, false, N, D, nC, T(1), X, nC, phi, D, T(0), m, D);
+#pragma omp parallel
+  {
+    std::vector<T> work(static_cast<size_t>(math::mhc_variant_work(v, n, iters)));
+#pragma omp for schedule(static)
+    for (int t = 0; t < N; ++t) {
+      T* mt = nullptr;
+      if (dynamic) {
+        const T* vt = X + static_cast<int64_t>(t) * nC;
+        T ss = 0;
+        for (int i = 0; i < nC; ++i) ss += vt[i] * vt[i];
+        const T r = std::sqrt(ss / nC + eps);
+        rms[t] = r;
+        mt = m + static_cast<int64_t>(t) * D;
+        for (int d = 0; d < D; ++d) mt[d] /= r;
+      }
+      math::mhc_variant_forward<T>(mt, alpha, bias, n, iters, v,
+                                   pre + static_cast<int64_t>(t) * n,
+                                   post + static_cast<int64_t>(t) * n,
+                                   res + static_cast<int64_t>(t) * n * n, work.data());
+    }
+  }
+}
+
+template <class T>
+void mhc_variant_coeff_backward(T* dX, T* dphi, T* dalpha, T* dbias, const T* dpre,
+                                const T* dpost, const T* dres, const T* X, const T* phi,
+                                const T* alpha, const T* bias, const T* m, const T* rms, int N,
+                                int n, int C, int iters, const math::MhcVariant& v) {
+  const int D = math::mhc_coeff_count(v.projection, n), nC = n * C;
+  const bool dynamic = phi != nullptr;
+  std::vector<T> hs(dynamic ? static_cast<size_t>(N) * D : 0), cv(static_cast<size_t>(N));
+  std::vector<T> dab(3 + D, T(0));
+  parallel_reduce<T>(N, 3 + D, dab.data(), [&](int64_t begin, int64_t end, T* part) {
+    std::vector<T> g(D), work(static_cast<size_t>(math::mhc_variant_work(v, n, iters)));
+    for (int64_t t = begin; t < end; ++t) {
+      const T* mt = dynamic ? m + t * D : nullptr;
+      math::mhc_variant_backward<T>(mt, alpha, bias, dpre + t * n, dpost + t * n,
+                                    dres + t * n * n, n, iters, v, g.data(), part, work.data());
+      for (int d = 0; d < D; ++d) part[3 + d] += g[d];
+      if (!dynamic) continue;
+      const T r = rms[t];
+      T hm = 0;
+      for (int d = 0; d < D; ++d) {
+        const T h = alpha[math::mhc_gate_of_column(d, n)] * g[d];
+        hs[t * D + d] = h / r;
+        hm += h * mt[d];
+      }
+      cv[t] = -hm / (static_cast<T>(nC) * r * r);
+    }
+  });
+  for (int d = 0; d < D; ++d) dbias[d] += dab[3 + d];
+  if (!dynamic) return;
+  for (int i = 0; i < 3; ++i) dalpha[i] += dab[i];
+  gemm<T>(true, false, nC, D, N, T(1), X, nC, hs.data(), D, T(1), dphi, D);
+  gemm<T>(false, true, N, nC, D, T(1), hs.data(), D, phi, D, T(1), dX, nC);
+#pragma omp parallel for schedule(static)
+  for (int t = 0; t < N; ++t) {
+    const T* vt = X + static_cast<int64_t>(t) * nC;
+    T* dv = dX + static_cast<int64_t>(t) * nC;
+    const T c = cv[t];
+    for (int i = 0; i < nC; ++i) dv[i] += c * vt[i];
+  }
+}
+
+#define MHC_INSTANTIATE_VARIANT(T)                                                          \
+  template void mhc_variant_coeff_forward<T>(T*, T*, T*, T*, T*, const T*, const T*,        \
+                                             const T*, const T*, int, int, int, int, T,     \
+                                             const math::MhcVariant&);                      \
+  template void mhc_variant_coeff_backward<T>(T*, T*, T*, T*, const T*, const T*, const T*, \
+                                              const T*, const T*, const T*, const T*,       \
+                                              const T*, const T*, int, int, int, int,       \
+                                              const math::MhcVariant&);
+MHC_INSTANTIATE_VARIANT(float)
+MHC_INSTANTIATE_VARIANT(double)
+#undef MHC_INSTANTIATE_VARIANT
+
 template void mhc_coeff_forward<float>(float*, float*, float*, float*, float*, const float*,
                                        const float*, const float*, const float*, int, int, int,
                                        int, float);

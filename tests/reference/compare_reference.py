@@ -69,7 +69,8 @@ def compare_file(path: str, tol_arg, quiet: bool) -> int:
     failures = []
     specs = ref.param_specs(cfg)
     expected = {name: shape for name, shape, _ in specs}
-    present = {k for k in tensors if k not in ("inputs", "targets", "loss") and not k.startswith("grad.")}
+    present = {k for k in tensors if k not in ("inputs", "targets", "loss")
+               and not k.startswith("grad.") and not k.startswith("inter.")}
     for name in sorted(set(expected) - present):
         failures.append(f"missing parameter {name}")
     for name in sorted(present - set(expected)):
@@ -91,7 +92,12 @@ def compare_file(path: str, tol_arg, quiet: bool) -> int:
     loss64, grads64 = (loss, grads) if fdtype == "f64" else \
         ref.loss_and_grads(cfg, weights, inputs, targets, torch.float64)
 
-    title = (f"{os.path.basename(path)}: {fdtype} mode={cfg.mode} n={cfg.n}"
+    variant = "" if cfg.mode != "mhc" else (
+        f" projection={cfg.mhc_projection} numerics={cfg.mhc_numerics}"
+        f"{'' if cfg.mhc_dynamic else ' static'}")
+    if cfg.collapse != "sum":
+        variant += f" collapse={cfg.collapse}"
+    title = (f"{os.path.basename(path)}: {fdtype} mode={cfg.mode} n={cfg.n}{variant}"
              f"{' dynamic' if cfg.mode == 'hc' and cfg.hc_dynamic else ''} mlp={cfg.mlp} "
              f"{'tied' if cfg.tied else 'untied'}  C={cfg.d_model} L={cfg.n_layer} "
              f"heads={cfg.n_head} H={cfg.hidden} V={cfg.vocab} B={B} T={T}  tol={tol:g}")
@@ -105,9 +111,28 @@ def compare_file(path: str, tol_arg, quiet: bool) -> int:
 
     worst = 0.0
     rows = [("loss", (), cpp_loss, loss, loss64)]
+    # mHC intermediates (coefficients and merged state of every sublayer), when dumped.
+    if any(k.startswith("inter.") for k in tensors):
+        rec, rec64 = [], []
+        with torch.no_grad():
+            for dt, out in ((ref_dtype, rec), (torch.float64, rec64)):
+                ref.forward_logits(cfg, {k: v.to(dt) for k, v in weights.items()}, inputs, out)
+        for k in range(len(rec)):
+            for part in ("pre", "post", "res", "X"):
+                key = f"inter.{k}.{part}"
+                if key not in tensors:
+                    failures.append(f"missing {key}")
+                    continue
+                cpp = tensors[key]
+                rows.append((key, cpp.shape, cpp, rec[k][part].reshape(cpp.shape).numpy(),
+                             rec64[k][part].reshape(cpp.shape).numpy()))
     for name, shape, _ in specs:
         rows.append(("grad." + name, shape, tensors["grad." + name], grads[name].numpy(),
                      grads64[name].numpy()))
+    if failures:
+        for f in failures:
+            print("FAIL:", f)
+        return 1
     for key, shape, cpp, r, r64 in rows:
         cpp = np.asarray(cpp, dtype=np.float64)
         r = np.asarray(r, dtype=np.float64)

@@ -8,6 +8,8 @@
 //   grad.<export name>     d(mean loss)/d(weight), same shapes and dtype
 //   inputs, targets        I64 [B·T] (row-major [B, T])
 //   loss                   F64 [] (the mean cross-entropy of the forward)
+//   inter.<k>.{pre,post,res,X}  mhc only: sublayer k's coefficients [B·T, n], [B·T, n, n]
+//                          and the merged state X_{k+1} [B·T, n, C] of the forward
 //   __metadata__           the resolved config (YAML) and the flat shape/config keys the
 //                          reference needs (JSON values as strings), see write_metadata().
 //
@@ -198,6 +200,22 @@ int run(const Args& a) {
   out.add_i64("inputs", std::vector<int64_t>(inputs.begin(), inputs.end()));
   out.add_i64("targets", std::vector<int64_t>(targets.begin(), targets.end()));
   out.add("loss", {}, &loss, StDType::F64);
+  if (shape.mode == ResidualMode::MHC) {  // every intermediate of the connections
+    const int64_t n = shape.n;
+    auto host = [&](Tensor t) {
+      std::vector<double> v(static_cast<size_t>(t.numel));
+      backend.download(t, v.data());
+      return v;
+    };
+    for (int k = 0; k < shape.sublayers(); ++k) {
+      const Coeffs c = model.coeffs(k);
+      const std::string p = "inter." + std::to_string(k) + ".";
+      out.add(p + "pre", {N, n}, host(c.pre).data(), st);
+      out.add(p + "post", {N, n}, host(c.post).data(), st);
+      out.add(p + "res", {N, n, n}, host(c.res).data(), st);
+      out.add(p + "X", {N, n, shape.C}, host(model.residual_state(k + 1)).data(), st);
+    }
+  }
 
   // Flat keys for the reference. Epsilons and theta are the values the kernels use:
   // the backend ops take them as float, so they are written after that rounding.
@@ -224,6 +242,10 @@ int run(const Args& a) {
   out.set_metadata("seed", std::to_string(a.seed));
   out.set_metadata("noise", num(a.noise));
   out.set_metadata("param_names", names);
+  out.set_metadata("mhc_projection", mhc_projection_name(shape.mhc.projection));
+  out.set_metadata("mhc_numerics", shape.mhc.v4 ? "deepseek_v4" : "paper");
+  out.set_metadata("mhc_dynamic", shape.mhc.dynamic ? "true" : "false");
+  out.set_metadata("collapse", shape.learned_collapse ? "learned" : "sum");
   out.write(a.out);
   std::printf("mhc_reference_dump: %s %s n=%d%s %s %s: loss %.12g, %zu tensors -> %s\n",
               a.dtype.c_str(), residual_mode_name(shape.mode), shape.n,

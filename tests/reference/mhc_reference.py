@@ -44,6 +44,7 @@ have them.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Dict, List, Tuple
@@ -80,6 +81,11 @@ class RefConfig:
     hc_gate_init: float = 0.01
     mhc_alpha_init: float = 0.01
     mhc_init_logit: float = 3.0
+    # mHC variants (residuals.md "Variants") and the collapse
+    mhc_projection: str = "sinkhorn"  # sinkhorn | birkhoff | kronecker | identity
+    mhc_numerics: str = "paper"       # paper | deepseek_v4
+    mhc_dynamic: bool = True          # False: static mHC (H~ = bias)
+    collapse: str = "sum"             # sum | learned
 
     def __post_init__(self):
         if self.mode not in ("baseline", "hc", "mhc"):
@@ -96,8 +102,14 @@ class RefConfig:
         return self.d_model // self.n_head
 
     @property
-    def n_coeff(self) -> int:  # mHC coefficient columns D = 2n + n^2
-        return 2 * self.n + self.n * self.n
+    def n_res(self) -> int:  # res logits R: n^2, n!, log2 n or 0 by projection
+        n = self.n
+        return {"sinkhorn": n * n, "birkhoff": math.factorial(n),
+                "kronecker": int(round(math.log2(n))), "identity": 0}[self.mhc_projection]
+
+    @property
+    def n_coeff(self) -> int:  # mHC coefficient columns D = 2n + R
+        return 2 * self.n + self.n_res
 
 
 def _truthy(s: str) -> bool:
@@ -112,7 +124,11 @@ def config_from_metadata(meta: Dict[str, str]) -> RefConfig:
         tied=_truthy(meta["tied"]), mode=meta["mode"], n=int(meta["n"]),
         hc_dynamic=_truthy(meta["hc_dynamic"]), sinkhorn_iters=int(meta["sinkhorn_iters"]),
         norm_eps=float(meta["norm_eps"]), mhc_eps=float(meta["mhc_eps"]),
-        rope_theta=float(meta["rope_theta"]))
+        rope_theta=float(meta["rope_theta"]),
+        mhc_projection=meta.get("mhc_projection", "sinkhorn"),
+        mhc_numerics=meta.get("mhc_numerics", "paper"),
+        mhc_dynamic=_truthy(meta.get("mhc_dynamic", "true")),
+        collapse=meta.get("collapse", "sum"))
 
 
 def config_from_resolved(cfg: dict) -> RefConfig:
@@ -134,7 +150,11 @@ def config_from_resolved(cfg: dict) -> RefConfig:
         rope_theta=float(m.get("rope_theta", 10000.0)), init_std=float(m.get("init_std", 0.02)),
         hc_gate_init=float(hc.get("gate_init", 0.01)),
         mhc_alpha_init=float(mhc.get("alpha_init", 0.01)),
-        mhc_init_logit=float(mhc.get("init_logit", 3.0)))
+        mhc_init_logit=float(mhc.get("init_logit", 3.0)),
+        mhc_projection=str(mhc.get("projection", "sinkhorn")),
+        mhc_numerics=str(mhc.get("numerics", "paper")),
+        mhc_dynamic=bool(mhc.get("dynamic", True)),
+        collapse=str(r.get("collapse", "sum")))
 
 
 # ---------------------------------------------------------------------------------------
@@ -214,8 +234,9 @@ def param_specs(cfg: RefConfig) -> List[Tuple[str, Tuple[int, ...], bool]]:
                               (prefix + "W_A", (C, n), True), (prefix + "w_b", (C,), True),
                               (prefix + "s_alpha", (), False), (prefix + "s_beta", (), False)])
         elif cfg.mode == "mhc":
-            specs.extend([(prefix + "phi", (n * C, D), True), (prefix + "alpha", (3,), False),
-                          (prefix + "bias", (D,), False)])
+            if cfg.mhc_dynamic:  # static mHC has the bias alone
+                specs.extend([(prefix + "phi", (n * C, D), True), (prefix + "alpha", (3,), False)])
+            specs.append((prefix + "bias", (D,), False))
 
     for l in range(cfg.n_layer):
         p = f"blocks.{l}."
@@ -228,6 +249,9 @@ def param_specs(cfg: RefConfig) -> List[Tuple[str, Tuple[int, ...], bool]]:
         specs.append((p + "mlp.w_down.weight", (C, H), True))
         conn(p + "attn_conn.")
         conn(p + "mlp_conn.")
+    if cfg.collapse == "learned" and cfg.mode != "baseline":
+        specs.extend([("collapse.phi", (n * C, n), True), ("collapse.alpha", (1,), False),
+                      ("collapse.bias", (n,), False)])
     specs.append(("final_norm.weight", (C,), False))
     if not cfg.tied:
         specs.append(("lm_head.weight", (V, C), True))
@@ -243,6 +267,10 @@ def init_weights(cfg: RefConfig, dtype=torch.float32, seed: int = 0) -> Dict[str
     w: Dict[str, Tensor] = {}
     for name, shape, _ in param_specs(cfg):
         leaf, k = None, None
+        if name.startswith("collapse."):  # learned collapse: phi = 0, alpha, bias = 0
+            w[name] = torch.full(shape, cfg.mhc_alpha_init if name == "collapse.alpha" else 0.0,
+                                 dtype=dtype)
+            continue
         if "_conn." in name:  # sublayer index: 2l (attn) or 2l+1 (mlp)
             l = int(name.split(".")[1])
             k = 2 * l + (1 if ".mlp_conn." in name else 0)
@@ -268,12 +296,30 @@ def init_weights(cfg: RefConfig, dtype=torch.float32, seed: int = 0) -> Dict[str
         elif leaf == "bias":
             pre = torch.full((n,), -s, dtype=dtype)
             pre[k % n] = s
-            res = 2 * s * torch.eye(n, dtype=dtype) - s
+            res = res_bias_init(cfg, dtype)
             t = torch.cat([pre, torch.zeros(n, dtype=dtype), res.reshape(-1)])
         else:  # phi, w_a, W_A, w_b
             t = torch.zeros(shape, dtype=dtype)
         w[name] = t
     return w
+
+
+def res_bias_init(cfg: RefConfig, dtype) -> Tensor:
+    """Init of the res part of the mHC bias by projection (residuals.md "Variants")."""
+    n, s = cfg.n, cfg.mhc_init_logit
+    if cfg.mhc_projection == "sinkhorn":
+        return 2 * s * torch.eye(n, dtype=dtype) - s
+    if cfg.mhc_projection == "birkhoff":
+        # identity logit x (others 0) so the diagonal mass equals the Sinkhorn init's:
+        # (e^x + (n-1)! - 1) / (e^x + n! - 1) = 1 / (1 + (n-1) e^{-2s})
+        t = torch.zeros(math.factorial(n), dtype=dtype)
+        if n > 1:
+            d = 1.0 / (1.0 + (n - 1) * math.exp(-2 * s))
+            t[0] = math.log((d * (math.factorial(n) - 1) - (math.factorial(n - 1) - 1)) / (1 - d))
+        return t
+    if cfg.mhc_projection == "kronecker":
+        return torch.full((cfg.n_res,), s, dtype=dtype)
+    return torch.zeros(0, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------------------
@@ -339,6 +385,49 @@ def sinkhorn_knopp(Z: Tensor, iters: int) -> Tensor:
     return M
 
 
+def v4_sinkhorn(Z: Tensor, iters: int, eps: float) -> Tensor:
+    """DeepSeek-V4's projection of Z (already transposed): softmax over each column, + eps,
+    rows divided by (sum + eps), then iters-1 times columns and rows, each by (sum + eps)."""
+    M = Z.softmax(dim=-2) + eps
+    M = M / (M.sum(dim=-1, keepdim=True) + eps)
+    for _ in range(iters - 1):
+        M = M / (M.sum(dim=-2, keepdim=True) + eps)
+        M = M / (M.sum(dim=-1, keepdim=True) + eps)
+    return M
+
+
+def permutation_matrices(n: int, dtype) -> Tensor:
+    """[n!, n, n]: P_k[i][sigma_k(i)] = 1, sigma_k the k-th permutation in lexicographic order."""
+    perms = list(itertools.permutations(range(n)))  # lexicographic for a sorted input
+    P = torch.zeros(len(perms), n, n, dtype=dtype)
+    for k, sigma in enumerate(perms):
+        for i, j in enumerate(sigma):
+            P[k, i, j] = 1
+    return P
+
+
+def project_res(logits: Tensor, cfg: RefConfig) -> Tensor:
+    """H_res [..., n, n] from the res logits [..., R] of the configured projection."""
+    n = cfg.n
+    if cfg.mhc_projection == "sinkhorn":
+        Z = logits.unflatten(-1, (n, n))
+        if cfg.mhc_numerics == "deepseek_v4":
+            return v4_sinkhorn(Z.transpose(-2, -1), cfg.sinkhorn_iters, cfg.mhc_eps)
+        return sinkhorn_knopp(Z, cfg.sinkhorn_iters)
+    if cfg.mhc_projection == "birkhoff":
+        w = logits.softmax(dim=-1)
+        return torch.einsum("...k,kij->...ij", w, permutation_matrices(n, logits.dtype))
+    shape = logits.shape[:-1]
+    if cfg.mhc_projection == "kronecker":  # kron(B_1, kron(B_2, ...)), B_1 outermost
+        H = torch.ones(shape + (1, 1), dtype=logits.dtype)
+        for l in range(cfg.n_res):
+            p = torch.sigmoid(logits[..., l])
+            B = torch.stack([torch.stack([p, 1 - p], -1), torch.stack([1 - p, p], -1)], -2)
+            H = torch.einsum("...ab,...ij->...aibj", H, B).flatten(-4, -3).flatten(-2, -1)
+        return H
+    return torch.eye(n, dtype=logits.dtype).expand(shape + (n, n))
+
+
 # ---------------------------------------------------------------------------------------
 # Connections: each returns (u, merge) where u is the sublayer input and merge(f) the new
 # residual state. X is [B, T, n, C] (stream i = X[..., i, :]).
@@ -363,18 +452,29 @@ def hc_connection(X: Tensor, w: Dict[str, Tensor], p: str, cfg: RefConfig):
     return u, merge
 
 
-def mhc_connection(X: Tensor, w: Dict[str, Tensor], p: str, cfg: RefConfig):
-    n = cfg.n
-    v = X.flatten(-2)                                                        # [B,T,nC]
-    r = torch.sqrt(v.square().mean(dim=-1, keepdim=True) + cfg.mhc_eps)
-    m = (v @ w[p + "phi"]) / r                                               # [B,T,D]
-    alpha, beta = w[p + "alpha"], w[p + "bias"]
-    m_pre, m_post, m_res = m.split([n, n, n * n], dim=-1)
-    b_pre, b_post, b_res = beta.split([n, n, n * n])
-    H_pre = torch.sigmoid(alpha[0] * m_pre + b_pre)
-    H_post = 2 * torch.sigmoid(alpha[1] * m_post + b_post)
-    Z = (alpha[2] * m_res + b_res).unflatten(-1, (n, n))
-    H_res = sinkhorn_knopp(Z, cfg.sinkhorn_iters)
+def mhc_connection(X: Tensor, w: Dict[str, Tensor], p: str, cfg: RefConfig, record=None):
+    n, R = cfg.n, cfg.n_res
+    beta = w[p + "bias"]
+    b_pre, b_post, b_res = beta.split([n, n, R])
+    if cfg.mhc_dynamic:
+        v = X.flatten(-2)                                                    # [B,T,nC]
+        r = torch.sqrt(v.square().mean(dim=-1, keepdim=True) + cfg.mhc_eps)
+        m = (v @ w[p + "phi"]) / r                                           # [B,T,D]
+        alpha = w[p + "alpha"]
+        m_pre, m_post, m_res = m.split([n, n, R], dim=-1)
+        t_pre, t_post, t_res = alpha[0] * m_pre + b_pre, alpha[1] * m_post + b_post, \
+            alpha[2] * m_res + b_res
+    else:  # static mHC: H~ = bias for every token
+        shape = X.shape[:-2]
+        t_pre, t_post, t_res = b_pre.expand(shape + (n,)), b_post.expand(shape + (n,)), \
+            b_res.expand(shape + (R,))
+    H_pre = torch.sigmoid(t_pre)
+    if cfg.mhc_numerics == "deepseek_v4":
+        H_pre = H_pre + cfg.mhc_eps
+    H_post = 2 * torch.sigmoid(t_post)
+    H_res = project_res(t_res, cfg)
+    if record is not None:
+        record.append({"pre": H_pre, "post": H_post, "res": H_res})
     u = torch.einsum("...i,...ic->...c", H_pre, X)
 
     def merge(f: Tensor) -> Tensor:  # X'_i = sum_j H_res_ij X_j + H_post_i f
@@ -388,8 +488,9 @@ def mhc_connection(X: Tensor, w: Dict[str, Tensor], p: str, cfg: RefConfig):
 # ---------------------------------------------------------------------------------------
 
 
-def forward_logits(cfg: RefConfig, w: Dict[str, Tensor], tokens: Tensor) -> Tensor:
-    """Logits [B, T, V] for tokens [B, T] (int64)."""
+def forward_logits(cfg: RefConfig, w: Dict[str, Tensor], tokens: Tensor, record=None) -> Tensor:
+    """Logits [B, T, V] for tokens [B, T] (int64). With `record` (a list), mHC appends
+    each sublayer's coefficients {pre, post, res} and then {"X": the merged state}."""
     B, T = tokens.shape
     emb = F.embedding(tokens, w["embed.weight"])                             # [B,T,C]
     cos, sin = rope_tables(T, cfg.head_dim, cfg.rope_theta, emb.dtype)
@@ -414,12 +515,23 @@ def forward_logits(cfg: RefConfig, w: Dict[str, Tensor], tokens: Tensor) -> Tens
             x = x + sublayer(k, x)
         y = x
     else:
-        connect = hc_connection if cfg.mode == "hc" else mhc_connection
         X = emb.unsqueeze(-2).expand(B, T, cfg.n, cfg.d_model)              # expand
         for k in range(2 * cfg.n_layer):
-            u, merge = connect(X, w, conn_prefix(k), cfg)
+            if cfg.mode == "hc":
+                u, merge = hc_connection(X, w, conn_prefix(k), cfg)
+            else:
+                u, merge = mhc_connection(X, w, conn_prefix(k), cfg, record)
             X = merge(sublayer(k, u))
-        y = X.sum(dim=-2)                                                    # collapse
+            if record is not None and cfg.mode == "mhc":
+                record[-1]["X"] = X
+        if cfg.collapse == "learned":  # DeepSeek-V4's head mix: sigmoid weights + eps
+            v = X.flatten(-2)
+            r = torch.sqrt(v.square().mean(dim=-1, keepdim=True) + cfg.mhc_eps)
+            m = (v @ w["collapse.phi"]) / r
+            wts = torch.sigmoid(w["collapse.alpha"][0] * m + w["collapse.bias"]) + cfg.mhc_eps
+            y = torch.einsum("...i,...ic->...c", wts, X)
+        else:
+            y = X.sum(dim=-2)                                                # collapse
     yn = rms_norm(y, w["final_norm.weight"], cfg.norm_eps)
     head = w["embed.weight"] if cfg.tied else w["lm_head.weight"]
     return F.linear(yn, head)

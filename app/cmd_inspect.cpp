@@ -1,7 +1,7 @@
 // mhc inspect: parameter table of a checkpoint and, for hc/mhc, its connection matrices
 // averaged over a probe batch, their per-token statistics (diagnostics.h), the composite
 // H_res product and the Amax gains. --json writes them for plotting (scripts/report draws
-// heatmaps from it): {checkpoint, mode, n, probe, n_layer, sublayers: [{name, k, H_pre,
+// heatmaps from it): {checkpoint, mode, connection (the variant in words), n, probe, n_layer, sublayers: [{name, k, H_pre,
 // H_post, H_res (n·n row-major), H_res_stats, H_pre_range, H_post_range}], composite_H_res,
 // amax}.
 #include <nlohmann/json.hpp>
@@ -74,8 +74,8 @@ void add_inspect_command(CLI::App& app) {
     if (a->batch < 1) fail("--batch {}: must be at least 1", a->batch);
     LoadedModel lm = load_trained_model(a->checkpoint, a->device, a->batch);
     const ModelShape& s = lm.shape;
-    std::printf("checkpoint %s: %s mode, n=%d, %d layers, d=%d, %lld parameters\n\n",
-                lm.checkpoint_dir.c_str(), residual_mode_name(s.mode), s.n, s.L, s.C,
+    std::printf("checkpoint %s: %s, %d layers, d=%d, %lld parameters\n\n",
+                lm.checkpoint_dir.c_str(), connection_label(s).c_str(), s.L, s.C,
                 static_cast<long long>(parameter_count(*lm.layout, s)));
     std::vector<double> params = lm.model->get_params();
     std::printf("%-40s %-16s %12s %12s\n", "parameter", "shape", "rms", "max|x|");
@@ -95,6 +95,7 @@ void add_inspect_command(CLI::App& app) {
     nlohmann::ordered_json js;
     js["checkpoint"] = lm.checkpoint_dir;
     js["mode"] = residual_mode_name(s.mode);
+    js["connection"] = connection_label(s);
     js["n"] = n;
     js["probe"] = probe;
     js["n_layer"] = s.L;

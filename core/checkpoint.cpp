@@ -145,6 +145,8 @@ void write_weights(const std::string& path, Model& model, const Config& cfg,
   w.set_metadata("format", kFormatVersion);
   w.set_metadata("config", config_to_yaml(cfg));
   w.set_metadata("tokenizer", tokenizer);
+  // How to read the connection tensors (φ's res columns, static mHC, the collapse).
+  for (const auto& [key, value] : connection_metadata(cfg)) w.set_metadata(key, value);
   w.write(path);
 }
 

@@ -53,6 +53,36 @@ const char* mhc_projection_name(math::MhcProjection p) {
   return "?";
 }
 
+std::string connection_label(const ModelShape& s) {
+  if (s.mode == ResidualMode::Baseline) return "baseline";
+  std::string out = std::string(residual_mode_name(s.mode)) + " n=" + std::to_string(s.n);
+  if (s.mode == ResidualMode::HC && s.hc_dynamic) out += " dynamic";
+  if (s.mode == ResidualMode::MHC) {
+    if (s.mhc.projection != math::MhcProjection::Sinkhorn)
+      out += std::string(" projection=") + mhc_projection_name(s.mhc.projection);
+    if (s.mhc.v4) out += " numerics=deepseek_v4";
+    if (!s.mhc.dynamic) out += " static";
+  }
+  if (s.learned_collapse) out += " collapse=learned";
+  return out;
+}
+
+std::vector<std::pair<std::string, std::string>> connection_metadata(const Config& cfg) {
+  const auto& r = cfg.residual;
+  std::vector<std::pair<std::string, std::string>> out = {
+      {"residual.mode", r.mode}, {"residual.n", std::to_string(r.n)},
+      {"residual.collapse", r.collapse}};
+  if (r.mode == "hc") out.push_back({"residual.hc.dynamic", r.hc.dynamic ? "true" : "false"});
+  if (r.mode == "mhc") {
+    out.push_back({"residual.mhc.projection", r.mhc.projection});
+    out.push_back({"residual.mhc.numerics", r.mhc.numerics});
+    out.push_back({"residual.mhc.dynamic", r.mhc.dynamic ? "true" : "false"});
+    out.push_back({"residual.mhc.sinkhorn_iters", std::to_string(r.mhc.sinkhorn_iters)});
+    out.push_back({"residual.mhc.eps", fmt::format("{}", r.mhc.eps)});
+  }
+  return out;
+}
+
 std::string cuda_unsupported_variant(const Config& cfg) {
   const auto& r = cfg.residual;
   const std::string tail = " is not implemented on CUDA yet; use train.device=cpu";

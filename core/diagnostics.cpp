@@ -187,6 +187,7 @@ nlohmann::ordered_json eval_diagnostics(Model& model, const std::map<std::string
   const int N = model.last_tokens(), n = s.n, K = s.sublayers();
   nlohmann::ordered_json js = nlohmann::ordered_json::object();
 
+  js["connection"] = connection_label(s);
   if (s.mode != ResidualMode::Baseline && N > 0) {
     const HostCoeffs h = download_coeffs(model, true);
     js["amax"] = amax_json(amax_gain(h.res, N, n));

@@ -66,6 +66,7 @@ std::map<std::string, double> grad_sum_squares_by_group(Model& model, int64_t be
 // caller has them (reduced across ZeRO-1 shards); null: computed from the whole local
 // gradient. The trainer writes the returned object into the eval line of
 // metrics.jsonl as "diagnostics":
+//   "connection": connection_label() of the model (which variant these numbers are of)
 //   "amax":      AmaxGain fields (hc/mhc)
 //   "h_res":     {"row_err": [2L], "col_err": [2L], "diag_mass": [2L], "row_entropy": [2L]}
 //                (hc/mhc; per sublayer k, HresStats)

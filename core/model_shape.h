@@ -3,6 +3,8 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "config.h"
 #include "mhc_math.h"
@@ -41,6 +43,12 @@ ResidualMode parse_residual_mode(const std::string& s);
 const char* residual_mode_name(ResidualMode m);
 math::MhcProjection parse_mhc_projection(const std::string& s);
 const char* mhc_projection_name(math::MhcProjection p);
+// The connection in words: "baseline", "hc n=4", "mhc n=4 projection=birkhoff ..." (every
+// variant key that differs from the paper's mHC, and a learned collapse).
+std::string connection_label(const ModelShape& s);
+// The residual.* keys a reader of exported weights needs to interpret the connection
+// tensors (key, value as YAML text), for safetensors metadata.
+std::vector<std::pair<std::string, std::string>> connection_metadata(const Config& cfg);
 // The line refusing a variant the CUDA backend does not implement yet (empty if it does).
 std::string cuda_unsupported_variant(const Config& cfg);
 

@@ -2,7 +2,8 @@
 # End-to-end tests of the mhc binary, one case per ctest entry:
 #   e2e.sh MHC_BINARY CASE WORK_DIR
 # Cases: train_<mode> (loss falls; sample/eval/export/inspect work), resume (bit-identical),
-# errors (every bad input gives one clear error line and exit code 1).
+# errors (every bad input gives one clear error line and exit code 1), variants (the mHC
+# variants train, export and inspect).
 set -uo pipefail
 mhc=$1
 case_name=$2
@@ -156,6 +157,15 @@ case_errors() {
   expect_error "d_model not divisible by n_head" "model.d_model=100 is not divisible by model.n_head=3" \
     "$mhc" train --set model.d_model=100 --set model.n_head=3 --dry-run
   expect_error "missing config file" "nope.yaml" "$mhc" train -c nope.yaml --dry-run
+  # mHC variants: each bad combination names the key, the value and what is allowed.
+  expect_error "birkhoff with n=6" "residual.mhc.projection=birkhoff needs residual.n <= 5.*residual.n=6" \
+    "$mhc" train --set residual.mhc.projection=birkhoff --set residual.n=6 --dry-run
+  expect_error "kronecker with n=3" "residual.mhc.projection=kronecker needs residual.n a power of two.*residual.n=3" \
+    "$mhc" train --set residual.mhc.projection=kronecker --set residual.n=3 --dry-run
+  expect_error "learned collapse with baseline" "residual.collapse=learned needs residual.mode hc or mhc" \
+    "$mhc" train --set residual.mode=baseline --set residual.collapse=learned --dry-run
+  expect_error "variant on CUDA" "residual.mhc.projection=kronecker is not implemented on CUDA yet; use train.device=cpu" \
+    "$mhc" train --set residual.mhc.projection=kronecker --set train.device=cuda --dry-run
   expect_error "glob matches no shard" "data.train" \
     train_tiny run1 --set "data.train=$work/none/*.bin" --set "data.val=$work/corpus/*_val_*.bin"
   mkdir -p bad
@@ -191,12 +201,54 @@ case_errors() {
   expect_error "eval --batches 0" "batches 0: must be at least 1" "$mhc" eval --checkpoint good --batches 0
 }
 
+# The mHC variants train, export their variant keys in the metadata and inspect.
+case_variants() {
+  make_corpus
+  local -a names=(v4_learned birkhoff_static kronecker_identity)
+  local -a sets=("--set residual.mhc.numerics=deepseek_v4 --set residual.collapse=learned"
+                 "--set residual.mhc.projection=birkhoff --set residual.mhc.dynamic=false"
+                 "--set residual.mhc.projection=identity")
+  for i in 0 1 2; do
+    local name=${names[$i]}
+    # shellcheck disable=SC2086  # the sets are ours, word-split on purpose
+    check "train $name" train_tiny "$name" --set residual.mode=mhc --set train.steps=40 \
+      --set train.eval_every=20 --set train.checkpoint_every=40 ${sets[$i]} 2>"$name.err"
+    read -r first last < <(eval_losses "$name/metrics.jsonl")
+    echo "$name: val loss $first -> $last"
+    check "$name: val loss fell below 0.8 x initial" python3 -c "import sys; sys.exit(0 if $last < 0.8 * $first else 1)"
+    check "$name: export" "$mhc" export --checkpoint "$name" --output "$name.safetensors"
+    check "$name: inspect names the variant" sh -c "'$mhc' inspect --checkpoint '$name' | grep -q 'mhc n=2'"
+  done
+  check "export metadata and names of the variants" python3 - <<'PY'
+import json, struct
+def header(path):
+    raw = open(path, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    return json.loads(raw[8:8 + n])
+h = header("v4_learned.safetensors")
+m = h["__metadata__"]
+assert m["residual.mhc.numerics"] == "deepseek_v4" and m["residual.collapse"] == "learned", m
+assert h["collapse.phi"]["shape"] == [2 * 64, 2] and h["collapse.alpha"]["shape"] == [1], h["collapse.phi"]
+assert h["blocks.0.attn_conn.phi"]["shape"] == [2 * 64, 2 * 2 + 4]
+h = header("birkhoff_static.safetensors")
+m = h["__metadata__"]
+assert m["residual.mhc.projection"] == "birkhoff" and m["residual.mhc.dynamic"] == "false", m
+assert "blocks.0.attn_conn.phi" not in h and "blocks.0.attn_conn.alpha" not in h
+assert h["blocks.0.attn_conn.bias"]["shape"] == [2 * 2 + 2], h["blocks.0.attn_conn.bias"]
+h = header("kronecker_identity.safetensors")
+assert h["__metadata__"]["residual.mhc.projection"] == "identity"
+assert h["blocks.1.mlp_conn.phi"]["shape"] == [2 * 64, 4], h["blocks.1.mlp_conn.phi"]
+print("variant exports ok")
+PY
+}
+
 case "$case_name" in
   train_baseline) case_train baseline ;;
   train_hc) case_train hc ;;
   train_mhc) case_train mhc ;;
   resume) case_resume ;;
   errors) case_errors ;;
+  variants) case_variants ;;
   *) echo "unknown case $case_name"; exit 2 ;;
 esac
 finish

@@ -10,6 +10,16 @@ A sweep file:
       residual.mode: [baseline, hc, mhc]
       run.seed: [1, 2]
 
+Instead of (or besides) crossing single keys, a sweep can list named `variants`, each a
+mapping of several keys that go together (a connection and its options); they act as one
+more axis, named "variant", crossed with the others (run names start with variant-NAME):
+
+    variants:
+      baseline: {residual.mode: baseline}
+      mhc-v4:   {residual.mode: mhc, residual.mhc.numerics: deepseek_v4}
+    axes:
+      run.seed: [1, 2]
+
 Keys are mhc config keys (`mhc train --help-config`); values are YAML scalars. Paths in
 `base` are relative to the working directory, else to the repository root.
 
@@ -31,7 +41,8 @@ if os.environ.get("MHC_ABLATE_NO_PYYAML"):
     _yaml = None
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SWEEP_KEYS = ("name", "base", "set", "axes", "description")
+SWEEP_KEYS = ("name", "base", "set", "axes", "variants", "description")
+VARIANT_AXIS = "variant"  # the pseudo-axis of a sweep's named variants
 
 
 class SweepError(Exception):
@@ -258,13 +269,33 @@ class Sweep:
         fixed = data.get("set") or {}
         if not isinstance(fixed, dict):
             raise SweepError("%s: 'set' must map config keys to values" % path)
-        axes = data.get("axes")
-        if not isinstance(axes, dict) or not axes:
+        axes = data.get("axes") or {}
+        variants = data.get("variants") or {}
+        if not isinstance(axes, dict) or not (axes or variants):
             raise SweepError("%s: 'axes' must map config keys to lists of values" % path)
+        if not isinstance(variants, dict):
+            raise SweepError("%s: 'variants' must map variant names to mappings of config keys" % path)
         self.fixed = [(str(k), v) for k, v in fixed.items()]
         for key, value in extra_set:  # command-line --set: text parsed by mhc as YAML
             self.fixed = [(k, v) for k, v in self.fixed if k != key] + [(key, RawValue(value))]
         self.axes = []
+        self.variants = {}  # name -> [(key, value)]
+        for name, keys in variants.items():
+            name = str(name)
+            if _name_part(name) != name:
+                raise SweepError("%s: variant name '%s' must be letters, digits, '.', '+', '-' or '_'"
+                                 % (path, name))
+            if not isinstance(keys, dict) or not keys:
+                raise SweepError("%s: variant '%s' must map config keys to values, got %r" % (path, name, keys))
+            for key, v in keys.items():
+                if isinstance(v, (dict, list)):
+                    raise SweepError("%s: variant '%s' key '%s' has a non-scalar value %r" % (path, name, key, v))
+                if str(key) in axes or any(k == str(key) for k, _ in self.fixed):
+                    raise SweepError("%s: variant '%s' sets '%s', which is also an axis or a fixed 'set' key"
+                                     % (path, name, key))
+            self.variants[name] = [(str(k), v) for k, v in keys.items()]
+        if self.variants:
+            self.axes.append((VARIANT_AXIS, list(self.variants)))
         for key, values in axes.items():
             if not isinstance(values, list) or not values:
                 raise SweepError("%s: axis '%s' must be a non-empty list of values, got %r" % (path, key, values))
@@ -301,6 +332,9 @@ class Sweep:
                 raise SweepError("%s: runs %s and %s get the same directory name '%s'" % (self.path, seen[name], combo, name))
             seen[name] = combo
             axis_values = list(zip([k for k, _ in self.axes], combo))
-            overrides = self.fixed + axis_values + [("run.name", name)]
+            settings = []
+            for k, v in axis_values:  # a variant expands into its keys
+                settings += self.variants[v] if k == VARIANT_AXIS else [(k, v)]
+            overrides = self.fixed + settings + [("run.name", name)]
             runs.append(Run(name, axis_values, overrides, os.path.join(self.dir, name)))
         return runs

@@ -139,6 +139,10 @@ case_reject() {
   printf 'base: configs/nope.yaml\naxes:\n  run.seed: [1]\n' >missing_base.yaml
   expect_reject "missing base file" "nope.yaml.*not found" missing_base.yaml
   expect_reject "unknown --only run" "--only nope: no such run" "$repo/configs/ablations/default_modes.yaml" --only nope
+  printf 'base: configs/default.yaml\nvariants:\n  lite: {residual.mode: mhc, residual.mhc.projection: birkhoff}\naxes:\n  residual.n: [4, 6]\n' >variant_bad.yaml
+  expect_reject "variant impossible with an axis value" "variant-lite_n-6.*residual.mhc.projection=birkhoff needs residual.n <= 5" variant_bad.yaml
+  printf 'base: configs/default.yaml\nvariants:\n  a: {residual.mode: mhc}\naxes:\n  residual.mode: [hc]\n' >variant_clash.yaml
+  expect_reject "variant key that is also an axis" "variant 'a' sets 'residual.mode'.*also an axis" variant_clash.yaml
 
   # The committed sweep files are accepted, and the YAML subset reader (for machines without
   # python3-yaml) reads them as PyYAML does.
@@ -147,6 +151,10 @@ case_reject() {
     MHC_ABLATE_NO_PYYAML=1 "$ablate" "$repo/configs/ablations/$f.yaml" --mhc "$mhc" --plan --runs-dir plan "${data[@]}" >plan_${f}_subset.txt 2>&1
     check "$f.yaml: built-in YAML reader agrees with PyYAML" cmp -s plan_$f.txt plan_${f}_subset.txt
   done
+  check "variants.yaml plans 16 runs" sh -c "'$ablate' '$repo/configs/ablations/variants.yaml' --mhc '$mhc' --plan --runs-dir plan $(printf "'%s' " "${data[@]}") >plan_variants.txt && test \$(grep -c ' new ' plan_variants.txt) -eq 16"
+  MHC_ABLATE_NO_PYYAML=1 "$ablate" "$repo/configs/ablations/variants.yaml" --mhc "$mhc" --plan --runs-dir plan "${data[@]}" >plan_variants_subset.txt 2>&1
+  check "variants.yaml: built-in YAML reader agrees with PyYAML" cmp -s plan_variants.txt plan_variants_subset.txt
+  check "variants.yaml: the mhc-v4 runs get all three of its keys" grep -q "variant-mhc-v4_seed-1 .*residual.mode=mhc --set residual.mhc.numerics=deepseek_v4 --set residual.collapse=learned" plan_variants.txt
   # The GPU sweep is checked without a backend under --slurm (the submitting host may have no GPU).
   check "gpu_12l_d512.yaml plans 3 runs for Slurm" sh -c "'$ablate' '$repo/configs/ablations/gpu_12l_d512.yaml' --mhc '$mhc' --plan --slurm --runs-dir plan $(printf "'%s' " "${data[@]}") | grep -c ' new ' | grep -qx 3"
   check "YAML subset reader: nested maps, flow lists, comments, quotes" env PYTHONPATH="$repo/scripts/ablation" python3 -c '

@@ -172,6 +172,57 @@ INSTANTIATE_TEST_SUITE_P(
                       VariantCase{MhcProjection::Identity, false, false, 2}),
     variant_name);
 
+// The generic variant op with the default MhcVariant computes bit for bit what the paper's
+// op computes (the model keeps calling the paper's op for the default config).
+TEST(VariantDefault, GenericOpIsBitIdenticalToThePaperOp) {
+  CpuBackend<float> be(1);
+  const ConnShape s{5, 4, 8};
+  const int N = s.N, n = s.n, D = s.D(), nC = n * s.C;
+  std::vector<Tensor> owned;
+  auto make = [&](const std::vector<double>& v) {
+    Tensor t = be.alloc(static_cast<int64_t>(v.size()), DType::F32);
+    be.upload(t, v.data());
+    owned.push_back(t);
+    return t;
+  };
+  auto get = [&](Tensor t) {
+    std::vector<double> v(static_cast<size_t>(t.numel));
+    be.download(t, v.data());
+    return v;
+  };
+  const Tensor X = make(random_vector(N * nC, 901));
+  const MhcParams p{make(random_vector(nC * D, 902, 0.3)), make({0.7, -0.4, 1.2}),
+                    make(random_vector(D, 903))};
+  Coeffs c[2];
+  MhcSaved sv[2];
+  for (int i = 0; i < 2; ++i) {
+    c[i] = {make(std::vector<double>(N * n)), make(std::vector<double>(N * n)),
+            make(std::vector<double>(N * n * n))};
+    sv[i] = {make(std::vector<double>(N * D)), make(std::vector<double>(N))};
+  }
+  be.mhc_coeff_forward(c[0], sv[0], X, p, s, 20, 1e-6f);
+  be.mhc_variant_coeff_forward(c[1], sv[1], X, p, s, 20, 1e-6f);
+  EXPECT_EQ(get(c[0].pre), get(c[1].pre));
+  EXPECT_EQ(get(c[0].post), get(c[1].post));
+  EXPECT_EQ(get(c[0].res), get(c[1].res));
+  const Coeffs dc{make(random_vector(N * n, 904)), make(random_vector(N * n, 905)),
+                  make(random_vector(N * n * n, 906))};
+  MhcParams dp[2];
+  Tensor dX[2];
+  for (int i = 0; i < 2; ++i) {
+    dp[i] = {make(std::vector<double>(nC * D)), make(std::vector<double>(3)),
+             make(std::vector<double>(D))};
+    dX[i] = make(std::vector<double>(N * nC));
+  }
+  be.mhc_coeff_backward(dX[0], dp[0], dc, X, p, sv[0], s, 20);
+  be.mhc_variant_coeff_backward(dX[1], dp[1], dc, X, p, sv[1], s, 20);
+  EXPECT_EQ(get(dX[0]), get(dX[1]));
+  EXPECT_EQ(get(dp[0].phi), get(dp[1].phi));
+  EXPECT_EQ(get(dp[0].alpha), get(dp[1].alpha));
+  EXPECT_EQ(get(dp[0].bias), get(dp[1].bias));
+  for (auto& t : owned) be.release(t);
+}
+
 // ---- exact double stochasticity (fp32, wide logits) ---------------------------------
 
 template <class Project>

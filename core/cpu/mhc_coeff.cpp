@@ -96,7 +96,8 @@ void mhc_variant_coeff_forward(T* pre, T* post, T* res, T* m, T* rms, const T* X
       if (dynamic) {
         const T* vt = X + static_cast<int64_t>(t) * nC;
         T ss = 0;
-        for (int i = 0; i < nC; ++i) ss += vt[i] * vt[i];
+#pragma omp simd reduction(+ : ss)
+        for (int i = 0; i < nC; ++i) ss += vt[i] * vt[i];  // as the paper's op, bit for bit
         const T r = std::sqrt(ss / nC + eps);
         rms[t] = r;
         mt = m + static_cast<int64_t>(t) * D;

@@ -444,7 +444,8 @@ def check_dump(torch, path):
             for which, conn in (("attn_conn.", blk.attn_conn), ("mlp_conn.", blk.mlp_conn)):
                 for name, param in conn.named_parameters():
                     target[p + which + name] = (param, slice(None))
-    weights = {k: v for k, v in t.items() if not k.startswith("grad.") and k not in ("inputs", "targets", "loss")}
+    weights = {k: v for k, v in t.items() if not k.startswith(("grad.", "inter."))  # inter.: intermediates
+               and k not in ("inputs", "targets", "loss")}
     missing = sorted(set(weights) ^ set(target))
     if missing:
         raise SystemExit("check-dump: names differ between the dump and the peer: %s" % missing)

@@ -69,6 +69,35 @@ MHC_HD void sinkhorn_forward(const T* Z, int n, int iters, T* H, T* M, T* rc) {
     for (int i = 0; i < n * n; ++i) H[i] = M[i];
 }
 
+// One step of the Sinkhorn backward, shared by the paper's projection and V4's.
+// Undo a row normalisation M = A / r: G ← (G − Σ_j G⊙M) / r, and M ← A.
+template <class T>
+MHC_HD void sinkhorn_undo_rows(T* G, T* M, const T* r, int n) {
+  for (int i = 0; i < n; ++i) {
+    T s = 0;
+    for (int j = 0; j < n; ++j) s += G[i * n + j] * M[i * n + j];
+    const T inv = T(1) / r[i];
+    for (int j = 0; j < n; ++j) {
+      G[i * n + j] = (G[i * n + j] - s) * inv;
+      M[i * n + j] *= r[i];
+    }
+  }
+}
+
+// Undo a column normalisation A = M' / c: G ← (G − Σ_i G⊙A) / c, and M ← M'.
+template <class T>
+MHC_HD void sinkhorn_undo_cols(T* G, T* M, const T* c, int n) {
+  for (int j = 0; j < n; ++j) {
+    T q = 0;
+    for (int i = 0; i < n; ++i) q += G[i * n + j] * M[i * n + j];
+    const T inv = T(1) / c[j];
+    for (int i = 0; i < n; ++i) {
+      G[i * n + j] = (G[i * n + j] - q) * inv;
+      M[i * n + j] *= c[j];
+    }
+  }
+}
+
 // Exact backward through the unrolled iterations (residuals.md). Replays the forward to
 // get the sums, then walks back, reconstructing A^t and M^{t-1} from M^t with the saved
 // sums instead of storing every iterate.
@@ -82,26 +111,8 @@ MHC_HD void sinkhorn_backward(const T* Z, const T* dH, int n, int iters, T* dZ, 
   for (int t = iters - 1; t >= 0; --t) {
     const T* c = rc + 2 * n * t;
     const T* r = rc + 2 * n * t + n;
-    // Undo the row step M^t = A^t / r: G ← (G − Σ_j G⊙M^t) / r, and M ← A^t.
-    for (int i = 0; i < n; ++i) {
-      T s = 0;
-      for (int j = 0; j < n; ++j) s += G[i * n + j] * M[i * n + j];
-      const T inv = T(1) / r[i];
-      for (int j = 0; j < n; ++j) {
-        G[i * n + j] = (G[i * n + j] - s) * inv;
-        M[i * n + j] *= r[i];
-      }
-    }
-    // Undo the column step A^t = M^{t-1} / c: G ← (G − Σ_i G⊙A^t) / c, and M ← M^{t-1}.
-    for (int j = 0; j < n; ++j) {
-      T q = 0;
-      for (int i = 0; i < n; ++i) q += G[i * n + j] * M[i * n + j];
-      const T inv = T(1) / c[j];
-      for (int i = 0; i < n; ++i) {
-        G[i * n + j] = (G[i * n + j] - q) * inv;
-        M[i * n + j] *= c[j];
-      }
-    }
+    sinkhorn_undo_rows(G, M, r, n);  // M^t = A^t / r  →  M holds A^t
+    sinkhorn_undo_cols(G, M, c, n);  // A^t = M^{t-1} / c  →  M holds M^{t-1}
   }
   // dZ = G ⊙ M0, with M0 recomputed exactly rather than reconstructed.
   sinkhorn_init(Z, n, M);
@@ -336,25 +347,9 @@ MHC_HD void v4_project_backward(const T* Z, const T* dH, int n, int iters, T eps
   for (int t = iters - 1; t >= 0; --t) {
     const T* c = rc + 2 * n * t;
     const T* r = rc + 2 * n * t + n;
-    for (int i = 0; i < n; ++i) {
-      T s = 0;
-      for (int j = 0; j < n; ++j) s += G[i * n + j] * M[i * n + j];
-      const T inv = T(1) / r[i];
-      for (int j = 0; j < n; ++j) {
-        G[i * n + j] = (G[i * n + j] - s) * inv;
-        M[i * n + j] *= r[i];
-      }
-    }
-    if (t == 0) break;
-    for (int j = 0; j < n; ++j) {
-      T q = 0;
-      for (int i = 0; i < n; ++i) q += G[i * n + j] * M[i * n + j];
-      const T inv = T(1) / c[j];
-      for (int i = 0; i < n; ++i) {
-        G[i * n + j] = (G[i * n + j] - q) * inv;
-        M[i * n + j] *= c[j];
-      }
-    }
+    sinkhorn_undo_rows(G, M, r, n);
+    if (t == 0) break;  // the first row step follows the softmax, not a column step
+    sinkhorn_undo_cols(G, M, c, n);
   }
   // G = dL/d(colsoftmax(Z)); the softmax is recomputed exactly rather than reconstructed.
   for (int j = 0; j < n; ++j) {

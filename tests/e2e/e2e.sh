@@ -12,13 +12,6 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/../test_lib.sh"
 start_test_dir "$3"
 
-train_tiny() {  # train_tiny RUN_DIR [args...]
-  local run=$1
-  shift
-  "$mhc" train -c "$here/tiny.yaml" --set "data.train=$work/corpus/*_train_*.bin" \
-    --set "data.val=$work/corpus/*_val_*.bin" --run-dir "$run" "$@"
-}
-
 # Every field of a metrics file is in docs/metrics.md; every record is time-stamped.
 check_metrics_doc() {
   check "metrics fields documented, records time-stamped ($1)" \

@@ -17,13 +17,6 @@ source "$here/../test_lib.sh"
 start_test_dir "$3"
 tiny=$repo/tests/e2e/tiny.yaml
 
-train_tiny() {  # train_tiny RUN_DIR [args...]
-  local run=$1
-  shift
-  "$mhc" train -c "$tiny" --set "data.train=$work/corpus/*_train_*.bin" \
-    --set "data.val=$work/corpus/*_val_*.bin" --run-dir "$run" "$@"
-}
-
 # train_bg RUN_DIR [args...]: train_tiny in the background, $! being mhc itself (a shell
 # function would put a subshell between, and signals would go to it).
 train_bg() {

@@ -108,12 +108,13 @@ PY
   done
 }
 
-# compare_losses REF OTHER TOL: every train step of OTHER has REF's loss within TOL.
+# compare_losses REF OTHER TOL: every train step of OTHER has REF's per-step loss (loss_step;
+# `loss` is the mean over the console's logging window, which restarts on a resume) within TOL.
 compare_losses() {
   python3 - "$@" <<'PY'
 import json, sys
 def losses(path):
-    return {r["step"]: r["loss"] for r in map(json.loads, open(path)) if r["type"] == "train"}
+    return {r["step"]: r["loss_step"] for r in map(json.loads, open(path)) if r["type"] == "train"}
 a, b, tol = losses(sys.argv[1]), losses(sys.argv[2]), float(sys.argv[3])
 steps = sorted(b)
 assert a and b and set(b) == set(a), (sorted(a), steps)

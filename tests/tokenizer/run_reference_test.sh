@@ -28,7 +28,8 @@ python3 "$here/make_corpus.py" corpus.txt "$repo" "$vocab" || exit 1
 node "$here/encode_reference.js" "$package" corpus.txt reference.u32 || exit 1
 "$tool" check "$vocab" corpus.txt reference.u32 || failures=$((failures + 1))
 
-# mhc prepare uses the same tokenizer: its shard holds the ids of each document + "\n\n".
+# mhc prepare uses the same tokenizer: its shard holds <|endoftext|> (50256), then the ids of
+# each document (as llm.c and nanoGPT write GPT-2 shards).
 head -c 200000 corpus.txt >small.txt
 python3 - <<'PY' || exit 1
 data = open("small.txt", "rb").read()
@@ -38,22 +39,21 @@ while True:  # cut a split UTF-8 character
     except UnicodeDecodeError:
         data = data[:-1]
 open("small.txt", "wb").write(data)
-open("small_doc.txt", "wb").write(data + b"\n\n")
 PY
 if "$mhc" prepare --input small.txt --output shards --tokenizer gpt2 --gpt2-dir "$vocab" \
      --val-fraction 0 >prepare.log 2>&1 &&
-   "$tool" encode "$vocab" small_doc.txt expected.u32 &&
+   "$tool" encode "$vocab" small.txt expected.u32 &&
    python3 - <<'PY'
 import struct, sys, glob
 raw = open(glob.glob("shards/*_train_000000.bin")[0], "rb").read()
 count = struct.unpack("<256i", raw[:1024])[2]
 shard = list(struct.unpack("<%dH" % count, raw[1024:1024 + 2 * count]))
 exp = open("expected.u32", "rb").read()
-expected = list(struct.unpack("<%dI" % (len(exp) // 4), exp))
+expected = [50256] + list(struct.unpack("<%dI" % (len(exp) // 4), exp))
 if shard != expected:
     print("FAIL: mhc prepare --tokenizer gpt2 wrote %d tokens, expected %d" % (len(shard), len(expected)))
     sys.exit(1)
-print("ok: mhc prepare --tokenizer gpt2 shard holds the tokenizer's %d ids" % len(shard))
+print("ok: mhc prepare --tokenizer gpt2 shard holds <|endoftext|> and the tokenizer's %d ids" % (len(shard) - 1))
 PY
 then :; else
   echo "FAIL: mhc prepare --tokenizer gpt2"; cat prepare.log; failures=$((failures + 1))

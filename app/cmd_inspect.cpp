@@ -3,7 +3,7 @@
 // H_res product and the Amax gains. --json writes them for plotting (scripts/report draws
 // heatmaps from it): {checkpoint, mode, connection (the variant in words), n, probe, n_layer, sublayers: [{name, k, H_pre,
 // H_post, H_res (n·n row-major), H_res_stats, H_pre_range, H_post_range}], composite_H_res,
-// amax}.
+// amax, collapse (learned collapse only: per-stream min/mean/max of its weights)}.
 #include <nlohmann/json.hpp>
 
 #include <cmath>
@@ -156,6 +156,15 @@ void add_inspect_command(CLI::App& app) {
     std::printf("worst single layer: forward max %.4f (sublayer %d) | backward max %.4f (sublayer %d)\n",
                 g.layer_fwd_max, g.layer_fwd_worst, g.layer_bwd_max, g.layer_bwd_worst);
     js["amax"] = amax_json(g);
+    if (s.learned_collapse) {
+      // The learned collapse y = Σ_i w_i X_i replaces the plain stream sum (weights 1).
+      const nlohmann::ordered_json w = collapse_weight_ranges(*lm.model);
+      const std::vector<double> mean = w["mean"], lo = w["min"], hi = w["max"];
+      std::printf("\nlearned collapse weights per stream (the plain sum uses 1)\n  mean %s\n  min  %s\n"
+                  "  max  %s\n", row_text(mean.data(), n).c_str(), row_text(lo.data(), n).c_str(),
+                  row_text(hi.data(), n).c_str());
+      js["collapse"] = w;
+    }
     if (!a->json.empty()) {
       write_file_atomic(a->json, js.dump(2) + "\n");
       std::printf("wrote %s\n", a->json.c_str());

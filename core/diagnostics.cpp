@@ -181,6 +181,22 @@ std::map<std::string, double> grad_sum_squares_by_group(Model& model, int64_t be
   return ss;
 }
 
+nlohmann::ordered_json collapse_weight_ranges(Model& model) {
+  const int N = model.last_tokens(), n = model.shape().n;
+  const std::vector<double> w = download_all(model.backend(), model.collapse_weights());
+  nlohmann::ordered_json js;
+  for (const char* key : {"min", "mean", "max"}) js[key] = nlohmann::ordered_json::array();
+  std::vector<double> stream(static_cast<size_t>(N));
+  for (int i = 0; i < n && !w.empty(); ++i) {
+    for (int t = 0; t < N; ++t) stream[t] = w[static_cast<size_t>(t) * n + i];
+    const ValueRange r = value_range(stream.data(), N);
+    js["min"].push_back(r.min);
+    js["mean"].push_back(r.mean);
+    js["max"].push_back(r.max);
+  }
+  return js;
+}
+
 nlohmann::ordered_json eval_diagnostics(Model& model, const std::map<std::string, double>* grad_ss) {
   const ModelShape& s = model.shape();
   Backend& be = model.backend();
@@ -214,6 +230,7 @@ nlohmann::ordered_json eval_diagnostics(Model& model, const std::map<std::string
     js["h_pre"] = std::move(pre);
     js["h_post"] = std::move(post);
   }
+  if (s.learned_collapse && N > 0) js["collapse"] = collapse_weight_ranges(model);
 
   // Gradient norms per group (sums of squares reduced on the backend, per tensor).
   const std::map<std::string, double> ss =

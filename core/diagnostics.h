@@ -72,11 +72,17 @@ std::map<std::string, double> grad_sum_squares_by_group(Model& model, int64_t be
 //                (hc/mhc; per sublayer k, HresStats)
 //   "h_pre", "h_post": {"min": [2L], "mean": [2L], "max": [2L]} over tokens and streams
 //                (hc/mhc)
+//   "collapse":  {"min": [n], "mean": [n], "max": [n]}: the learned collapse weight of
+//                each stream over the tokens (residual.collapse=learned only)
 //   "grad_norm": {"embed", "attention", "mlp", "norms", "connections", "head", "total"}:
 //                L2 norm of the gradient of each group ("connections" and "head" are
 //                present only when the model has such parameters)
 //   "act_rms":   [2L+1] RMS of the residual state X_k entering sublayer k (k = 2L: the
 //                state after the last sublayer, before the collapse and final norm)
+// Per-stream range over the last forward's tokens of the learned collapse weights w [N, n]
+// (residual.collapse=learned): {"min": [n], "mean": [n], "max": [n]}.
+nlohmann::ordered_json collapse_weight_ranges(Model& model);
+
 nlohmann::ordered_json eval_diagnostics(Model& model,
                                         const std::map<std::string, double>* grad_ss = nullptr);
 

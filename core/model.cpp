@@ -280,6 +280,11 @@ Coeffs Model::coeffs(int k) const {
   return {c.pre.slice(0, N_ * n), c.post.slice(0, N_ * n), c.res.slice(0, N_ * n * n)};
 }
 
+Tensor Model::collapse_weights() const {
+  if (!shape_.learned_collapse) return {};
+  return buf_->collapse_w.slice(0, int64_t(N_) * shape_.n);
+}
+
 bool Model::stores_state(int k) const { return k % segment_ == 0 || k == shape_.sublayers(); }
 
 void Model::materialize_segment(int k) const {

@@ -104,6 +104,9 @@ class Model {
   Tensor logits() const;
   // Connection coefficients of sublayer k from the last forward (hc/mhc only).
   Coeffs coeffs(int k) const;
+  // Learned collapse weights w [tokens, n] of the last forward (residual.collapse=learned;
+  // an empty tensor otherwise).
+  Tensor collapse_weights() const;
   // Residual state X_k [tokens, n, C] entering sublayer k (k = 2L: after the last) and
   // the sublayer input u_k [tokens, C] (hc/mhc; for baseline, X_k itself), last forward.
   // With options().recompute these may be recomputed into shared slots: a returned

@@ -227,6 +227,7 @@ TEST(EvalDiagnostics, MhcRunHasEveryPartAndForwardGainOne) {
   expect_common_parts(b, d, inputs);
   expect_connection_parts(b, d);
   EXPECT_TRUE(d["grad_norm"].contains("connections"));
+  EXPECT_FALSE(d.contains("collapse"));  // the plain sum has no weights to report
   // Rows of every H_res sum to 1, so the composite's do: forward gain 1 (fp32).
   EXPECT_NEAR(d["amax"]["fwd_mean"].get<double>(), 1.0, 1e-5);
   EXPECT_NEAR(d["amax"]["fwd_max"].get<double>(), 1.0, 1e-5);
@@ -248,6 +249,43 @@ TEST(EvalDiagnostics, HcRunHasEveryPart) {
   expect_connection_parts(b, d);
   EXPECT_TRUE(d["grad_norm"].contains("connections"));
   EXPECT_GT(std::fabs(d["amax"]["fwd_max"].get<double>() - 1.0), 1e-3);  // not pinned to 1
+}
+
+// The learned collapse's weights, recomputed here from the final residual state and the
+// collapse parameters (w_i = σ(α (v·φ_i)/r + β_i) + ε, r = sqrt(mean(v²) + ε)), per stream.
+TEST(EvalDiagnostics, LearnedCollapseWeightsPerStream) {
+  Config cfg = testing::tiny_config("mhc", 3);
+  cfg.residual.collapse = "learned";
+  Built b(cfg);
+  std::vector<int32_t> inputs;
+  const auto d = diagnostics_after_a_step(b, &inputs);
+  ASSERT_TRUE(d.contains("collapse"));
+  const int N = b.model.last_tokens(), n = b.shape.n, nC = n * b.shape.C;
+  const std::vector<double> w = b.model.get_params();
+  const double* phi = w.data() + b.layout.params[b.layout.collapse_phi].offset;
+  const double alpha = w[b.layout.params[b.layout.collapse_alpha].offset];
+  const double* bias = w.data() + b.layout.params[b.layout.collapse_bias].offset;
+  std::vector<double> X(static_cast<size_t>(N) * nC);
+  b.backend.download(b.model.residual_state(b.shape.sublayers()), X.data());
+  const double eps = b.shape.mhc_eps;
+  for (int i = 0; i < n; ++i) {
+    double lo = 1e300, hi = -1e300, sum = 0;
+    for (int t = 0; t < N; ++t) {
+      const double* v = X.data() + static_cast<size_t>(t) * nC;
+      double ss = 0, dot = 0;
+      for (int j = 0; j < nC; ++j) {
+        ss += v[j] * v[j];
+        dot += v[j] * phi[static_cast<size_t>(j) * n + i];
+      }
+      const double r = std::sqrt(ss / nC + eps);
+      const double wi = 1 / (1 + std::exp(-(alpha * dot / r + bias[i]))) + eps;
+      lo = std::min(lo, wi), hi = std::max(hi, wi), sum += wi;
+    }
+    EXPECT_NEAR(d["collapse"]["min"][i].get<double>(), lo, 1e-5) << "stream " << i;
+    EXPECT_NEAR(d["collapse"]["mean"][i].get<double>(), sum / N, 1e-5) << "stream " << i;
+    EXPECT_NEAR(d["collapse"]["max"][i].get<double>(), hi, 1e-5) << "stream " << i;
+    EXPECT_LT(lo, hi) << "stream " << i << ": the weights should depend on the token";
+  }
 }
 
 TEST(EvalDiagnostics, BaselineHasNormsAndActivationsOnly) {

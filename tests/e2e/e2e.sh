@@ -212,6 +212,11 @@ case_variants() {
     check "$name: export" "$mhc" export --checkpoint "$name" --output "$name.safetensors"
     check "$name: inspect names the variant" sh -c "'$mhc' inspect --checkpoint '$name' | grep -q 'mhc n=2'"
   done
+  check "v4_learned: inspect shows the learned collapse weights" \
+    sh -c "'$mhc' inspect --checkpoint v4_learned | grep -A1 '^learned collapse weights' | grep -q '  mean '"
+  check_metrics_doc v4_learned/metrics.jsonl
+  check "v4_learned: the eval diagnostics carry them" \
+    sh -c "grep '\"collapse\"' v4_learned/metrics.jsonl | grep -q '\"mean\"'"
   check "export metadata and names of the variants" python3 - <<'PY'
 import json, struct
 def header(path):

@@ -11,6 +11,7 @@
 #include "backend_factory.h"
 #include "cpu/cpu_backend.h"
 #include "model.h"
+#include "model_gradcheck_support.h"
 #include "test_support.h"
 
 namespace mhc {
@@ -36,40 +37,10 @@ TEST_P(VariantModelGradCheck, EveryParameterTensorMatchesFiniteDifferences) {
   const VariantModelCase& vc = GetParam();
   Config cfg = variant_config(vc);
   cfg.model.norm_eps = 0.5;  // as in test_model_gradcheck: makes scale-only paths visible
-  const ModelShape shape = model_shape_from_config(cfg);
-  const ParamLayout layout = ParamLayout::build(shape, cfg);
-  CpuBackend<double> backend(1);
-  const int B = 2, T = shape.T;
   ModelOptions options;
   options.recompute = vc.recompute_segment > 0;
   options.recompute_segment = vc.recompute_segment;
-  Model model(backend, shape, layout, B, options);
-  model.init_weights(7);
-  std::vector<double> w = model.get_params();
-  const std::vector<double> noise = testing::random_vector(w.size(), 99, 0.3);
-  for (size_t i = 0; i < w.size(); ++i) w[i] += noise[i];
-  model.set_params(w);
-  const auto inputs = testing::random_tokens(B * T, shape.V, 1);
-  const auto targets = testing::random_tokens(B * T, shape.V, 2);
-  model.zero_grads();
-  model.forward(inputs.data(), targets.data(), B, T, 1.0f);
-  model.backward();
-  const std::vector<double> analytic = model.get_grads();
-  auto loss = [&]() {
-    model.set_params(w);
-    return model.forward(inputs.data(), targets.data(), B, T, 0.0f);
-  };
-  for (const auto& p : layout.params) {
-    const int64_t stride = std::max<int64_t>(1, p.numel / 24);
-    std::vector<double> fd, an;
-    for (int64_t i = 0; i < p.numel; i += stride) {
-      if ((p.name == "embed.weight" || p.name == "lm_head.weight") && (i / shape.C) >= shape.V)
-        continue;
-      fd.push_back(testing::central_difference(w, static_cast<size_t>(p.offset + i), loss));
-      an.push_back(analytic[static_cast<size_t>(p.offset + i)]);
-    }
-    EXPECT_LE(testing::max_rel_error(an, fd, 1e-9), 1e-6) << p.name;
-  }
+  testing::expect_model_gradients_match_fd(cfg, options);
 }
 
 const std::vector<std::string> kV4 = {"residual.mhc.numerics=deepseek_v4", "residual.mhc.eps=1e-2"};

@@ -2,7 +2,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <climits>
 #include <filesystem>
 #include <fstream>
@@ -130,10 +136,35 @@ nlohmann::ordered_json read_sealed_state(const std::string& path) {
   return parse_sealed_state(read_text_file(path), path);
 }
 
+// Makes the renames inside `dir` durable (best effort: a file system that cannot sync a
+// directory still has the renames, only not yet on disk).
 void fsync_dir(const std::string& dir) {
-  // Best effort: make the rename durable.
-  std::FILE* f = std::fopen(dir.c_str(), "r");
-  if (f) std::fclose(f);
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
+}
+
+// Moves the complete checkpoint `tmp_dir` to `final_dir`. A re-save of the same step
+// (final_dir exists: a stop signal at a checkpoint step, or a resumed run's final save)
+// swaps the two atomically, so a crash at any moment leaves a complete checkpoint of that
+// step under its name; the old one is removed afterwards. Where the file system cannot
+// exchange (EINVAL/ENOSYS), the old one is removed first: the previous step's checkpoint
+// (and the complete tmp_dir) remain.
+void publish_directory(const std::string& tmp_dir, const std::string& final_dir) {
+  std::error_code ec;
+  if (fs::exists(final_dir, ec)) {
+    if (::renameat2(AT_FDCWD, tmp_dir.c_str(), AT_FDCWD, final_dir.c_str(), RENAME_EXCHANGE) == 0) {
+      fs::remove_all(tmp_dir, ec);  // now the old checkpoint
+      if (ec) fail("cannot remove the replaced checkpoint '{}': {}", tmp_dir, ec.message());
+      return;
+    }
+    if (errno != EINVAL && errno != ENOSYS)
+      fail("cannot move checkpoint '{}' into place: {}", tmp_dir, std::strerror(errno));
+    fs::remove_all(final_dir, ec);
+  }
+  fs::rename(tmp_dir, final_dir, ec);
+  if (ec) fail("cannot move checkpoint '{}' into place: {}", tmp_dir, ec.message());
 }
 
 }  // namespace
@@ -223,10 +254,7 @@ std::string CheckpointManager::save(Model& model, AdamW& opt, const TrainState& 
     js["files"] = sums;
     write_file_atomic(tmp_dir + "/state.json", sealed_state_json(js));
     fsync_dir(tmp_dir);
-    std::error_code ec;
-    fs::remove_all(final_dir, ec);
-    fs::rename(tmp_dir, final_dir, ec);
-    if (ec) fail("cannot move checkpoint '{}' into place: {}", tmp_dir, ec.message());
+    publish_directory(tmp_dir, final_dir);
     fsync_dir(root);
     write_file_atomic(root + "/latest", name + "\n");
     prune(name);

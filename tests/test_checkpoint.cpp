@@ -337,6 +337,27 @@ TEST(Checkpoint, LeftoverTemporaryDirectoryIsNeverPickedUp) {
   EXPECT_EQ(b.model.get_params(), a.model.get_params());
 }
 
+// A second save of the same step (a stop signal at a checkpoint step) replaces the first
+// one in place: the new weights are what a resume reads, and no temporary is left.
+TEST(Checkpoint, SavingTheSameStepAgainReplacesItWhole) {
+  ScratchDir dir;
+  const Config cfg = checkpoint_cfg();
+  Trained a(cfg, 7);
+  CheckpointManager mgr(dir.path(), 2);
+  mgr.save(a.model, a.opt, state_at(4), cfg, "byte");
+  const std::vector<double> first = a.model.get_params();
+  a.train(1);
+  ASSERT_NE(a.model.get_params(), first);
+  const std::string again = mgr.save(a.model, a.opt, state_at(4), cfg, "byte");
+  EXPECT_EQ(fs::path(again).filename(), "step_00000004");
+  const std::string root = dir.path() + "/checkpoints";
+  for (const auto& e : fs::directory_iterator(root))
+    EXPECT_NE(e.path().filename().string().rfind(".tmp_", 0), 0u) << e.path();
+  Trained b(cfg, 1);
+  restore_checkpoint(resolve_checkpoint(dir.path()), cfg, b.model, b.opt);
+  EXPECT_EQ(b.model.get_params(), a.model.get_params());
+}
+
 TEST(Checkpoint, RestoringADifferentModelNamesTheDifferingKeys) {
   ScratchDir dir;
   const Config cfg = checkpoint_cfg("mhc", 2);

@@ -444,7 +444,7 @@ TrainResult TrainLoop::run() {
   const bool sharded = this->sharded();
   while (step < t.steps) {
     if (stop_agreed || (comm_.size() == 1 && opts_.stop_requested && opts_.stop_requested->load())) {
-      log_->warn("stop requested (Ctrl-C, SIGTERM or SIGUSR1): checkpointing at step {} and "
+      log_->warn("stop requested (Ctrl-C, SIGTERM, SIGUSR1 or SIGHUP): checkpointing at step {} and "
                  "exiting; a second signal aborts at once", step);
       result.stopped_early = true;
       break;

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cerrno>
 #include <cstring>
 #include <climits>
@@ -63,11 +64,11 @@ std::string optim_file(const std::string& dir, int rank) {
 int64_t metadata_int(const SafetensorsFile& f, const std::string& key) {
   const std::string v = f.metadata(key);
   if (v.empty()) fail("'{}' lacks the metadata '{}'", f.path(), key);
-  try {
-    return std::stoll(v);
-  } catch (const std::exception&) {
-    fail("'{}' has a malformed metadata '{}': '{}'", f.path(), key, v);
-  }
+  int64_t out = 0;
+  const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
+  if (ec != std::errc() || end != v.data() + v.size())  // "12abc" is damage, not 12
+    fail("'{}' has a malformed metadata '{}': '{}' (an integer is expected)", f.path(), key, v);
+  return out;
 }
 
 // Number of optimizer files a checkpoint has (1 unless it was saved with ZeRO).

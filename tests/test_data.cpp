@@ -529,6 +529,15 @@ TEST(DataPrepare, ShardsRecordTheirTokenizer) {
   EXPECT_NO_THROW(recorded.check_tokenizer("byte", "data.tokenizer"));
   expect_error([&] { recorded.check_tokenizer("gpt2", "data.tokenizer"); },
                {"t_000000.bin", "byte tokenizer", "data.tokenizer is 'gpt2'"});
+  // A recorded tokenizer whose vocabulary word disagrees: the header is damaged.
+  {
+    std::fstream f(dir.file("t_000000.bin"), std::ios::in | std::ios::out | std::ios::binary);
+    const int32_t wrong_vocab = 300;
+    f.seekp(5 * sizeof(int32_t));
+    f.write(reinterpret_cast<const char*>(&wrong_vocab), sizeof(wrong_vocab));
+  }
+  expect_error([&] { mhc::Shard(dir.file("t_000000.bin"), 256); },
+               {"t_000000.bin", "vocabulary size 300", "byte has 256", "corrupt header"});
   // Unrecorded shards: tokens beyond the tokenizer's vocabulary give it away.
   mhc::write_shard(dir.file("g_000000.bin"), iota_tokens(300, 50257, 40000));
   mhc::ShardSet gpt2(dir.file("g_*.bin"), 65536, "data.train");

@@ -154,7 +154,12 @@ ShardCheck check_shard_bytes(const void* bytes, size_t file_bytes, const std::st
   out.count = count;
   if (header[3] == kShardTokenizerTag) {
     for (const auto& k : kKnownTokenizers)
-      if (header[4] == k.id) out.tokenizer = k.name;
+      if (header[4] == k.id) {
+        out.tokenizer = k.name;
+        if (header[5] != k.vocab)
+          fail("data shard '{}' records tokenizer {} with vocabulary size {}, but {} has {} "
+               "(corrupt header)", path, k.name, header[5], k.name, k.vocab);
+      }
     if (out.tokenizer.empty())
       fail("data shard '{}' records an unknown tokenizer id {}", path, header[4]);
   }

@@ -171,11 +171,4 @@ void gemm_ex(const GemmContext& ctx, cudaStream_t stream, bool trans_a, bool tra
                             &beta, D, c_type, ldd, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
-void gemm(const GemmContext& ctx, cudaStream_t stream, bool trans_a, bool trans_b, int m, int n,
-          int k, float alpha, const void* A, int lda, const void* B, int ldb, cudaDataType_t ab_type,
-          float beta, void* C, int ldc, cudaDataType_t c_type) {
-  gemm_ex(ctx, stream, trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, ab_type, beta, C, ldc, C,
-          ldc, c_type);
-}
-
 }  // namespace mhc::cuda

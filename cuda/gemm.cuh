@@ -41,14 +41,18 @@ struct GemmContext {
   GemmCache* cache = nullptr;  // optional
 };
 
-void gemm(const GemmContext& ctx, cudaStream_t stream, bool trans_a, bool trans_b, int m, int n,
-          int k, float alpha, const void* A, int lda, const void* B, int ldb, cudaDataType_t ab_type,
-          float beta, void* C, int ldc, cudaDataType_t c_type);
-
 // D = alpha op(A) op(B) + beta C with C and D of type c_type (C may equal D).
 void gemm_ex(const GemmContext& ctx, cudaStream_t stream, bool trans_a, bool trans_b, int m, int n,
              int k, float alpha, const void* A, int lda, const void* B, int ldb,
              cudaDataType_t ab_type, float beta, const void* C, int ldc, void* D, int ldd,
              cudaDataType_t c_type);
+
+// The in-place form (D = C), shared by the cuBLASLt and the emulated (tile GEMM) builds.
+inline void gemm(const GemmContext& ctx, cudaStream_t stream, bool trans_a, bool trans_b, int m,
+                 int n, int k, float alpha, const void* A, int lda, const void* B, int ldb,
+                 cudaDataType_t ab_type, float beta, void* C, int ldc, cudaDataType_t c_type) {
+  gemm_ex(ctx, stream, trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, ab_type, beta, C, ldc, C,
+          ldc, c_type);
+}
 
 }  // namespace mhc::cuda

@@ -29,6 +29,7 @@
 #include "adamw.cuh"
 #include "attention.cuh"
 #include "attention_cudnn.cuh"
+#include "collapse_weights.cuh"
 #include "common.cuh"
 #include "cross_entropy.cuh"
 #include "cuda_check.h"
@@ -37,6 +38,7 @@
 #include "gemm.cuh"
 #include "hc_coeff.cuh"
 #include "mhc_coeff.cuh"
+#include "mhc_variant_coeff.cuh"
 #include "reduce.cuh"
 #include "rmsnorm.cuh"
 #include "rope.cuh"
@@ -644,6 +646,91 @@ class CudaBackend final : public Backend, public ComputeStreamSource {
     });
   }
 
+  // ---- mHC variants and the learned collapse -------------------------------------------
+  void mhc_variant_coeff_forward(const Coeffs& c, const MhcSaved& saved, Tensor X,
+                                 const MhcParams& p, const ConnShape& s, int iters,
+                                 float eps) override {
+    check_coeffs(c, s, "mhc variant");
+    check_mhc_variant_params(p, s, "mhc variant params");
+    if (s.mhc.dynamic) {
+      need(saved.m, int64_t(s.N) * s.D(), "mhc variant saved m");
+      need(saved.rms, s.N, "mhc variant saved rms");
+      need(X, int64_t(s.N) * s.n * s.C, "mhc variant X");
+    }
+    const cuda::MhcCoeffArgs args{s.N, s.n, s.C, iters};
+    with_act(X, [&](auto tag) {
+      using T = decltype(tag);
+      cuda::Workspace ws =
+          workspace(cuda::mhc_variant_coeff_forward_workspace_bytes(args, s.mhc));
+      cuda::mhc_variant_coeff_forward<T>(
+          f32(c.pre, "pre"), f32(c.post, "post"), f32(c.res, "res"), f32(saved.m, "m"),
+          f32(saved.rms, "rms"), typed<T>(X, "X"), f32(p.phi, "phi"), f32(p.alpha, "alpha"),
+          f32(p.bias, "bias"), args, s.mhc, eps, ws, stream_);
+    });
+  }
+
+  void mhc_variant_coeff_backward(Tensor dX, const MhcParams& dp, const Coeffs& dc, Tensor X,
+                                  const MhcParams& p, const MhcSaved& saved, const ConnShape& s,
+                                  int iters) override {
+    check_coeffs(dc, s, "mhc variant gradient");
+    check_mhc_variant_params(p, s, "mhc variant params");
+    check_mhc_variant_params(dp, s, "mhc variant param gradients");
+    if (s.mhc.dynamic) {
+      need(saved.m, int64_t(s.N) * s.D(), "mhc variant saved m");
+      need(saved.rms, s.N, "mhc variant saved rms");
+      need(X, int64_t(s.N) * s.n * s.C, "mhc variant X");
+      need(dX, int64_t(s.N) * s.n * s.C, "mhc variant dX");
+    }
+    const cuda::MhcCoeffArgs args{s.N, s.n, s.C, iters};
+    with_act(X, [&](auto tag) {
+      using T = decltype(tag);
+      cuda::Workspace ws =
+          workspace(cuda::mhc_variant_coeff_backward_workspace_bytes(args, s.mhc));
+      cuda::mhc_variant_coeff_backward<T>(
+          typed<T>(dX, "dX"), f32(dp.phi, "dphi"), f32(dp.alpha, "dalpha"), f32(dp.bias, "dbias"),
+          f32(dc.pre, "dpre"), f32(dc.post, "dpost"), f32(dc.res, "dres"), typed<T>(X, "X"),
+          f32(p.phi, "phi"), f32(p.alpha, "alpha"), f32(p.bias, "bias"), f32(saved.m, "m"),
+          f32(saved.rms, "rms"), args, s.mhc, ws, stream_);
+    });
+  }
+
+  void collapse_weights_forward(Tensor w, Tensor m, Tensor rms, Tensor X, Tensor phi,
+                                Tensor alpha, Tensor bias, int N, int n, int C,
+                                float eps) override {
+    need(w, int64_t(N) * n, "collapse w");
+    need(m, int64_t(N) * n, "collapse saved m");
+    need(rms, N, "collapse saved rms");
+    need(X, int64_t(N) * n * C, "collapse X");
+    check_collapse_params(phi, alpha, bias, n, C, "collapse params");
+    with_act(X, [&](auto tag) {
+      using T = decltype(tag);
+      cuda::collapse_weights_forward<T>(f32(w, "w"), f32(m, "m"), f32(rms, "rms"),
+                                        typed<T>(X, "X"), f32(phi, "phi"), f32(alpha, "alpha"),
+                                        f32(bias, "bias"), N, n, C, eps, stream_);
+    });
+  }
+
+  void collapse_weights_backward(Tensor dX, Tensor dphi, Tensor dalpha, Tensor dbias, Tensor dw,
+                                 Tensor X, Tensor phi, Tensor alpha, Tensor bias, Tensor m,
+                                 Tensor rms, int N, int n, int C) override {
+    need(dX, int64_t(N) * n * C, "collapse dX");
+    need(dw, int64_t(N) * n, "collapse dw");
+    need(m, int64_t(N) * n, "collapse saved m");
+    need(rms, N, "collapse saved rms");
+    need(X, int64_t(N) * n * C, "collapse X");
+    check_collapse_params(phi, alpha, bias, n, C, "collapse params");
+    check_collapse_params(dphi, dalpha, dbias, n, C, "collapse param gradients");
+    with_act(X, [&](auto tag) {
+      using T = decltype(tag);
+      cuda::Workspace ws = workspace(cuda::collapse_weights_backward_workspace_bytes(N, n, C));
+      cuda::collapse_weights_backward<T>(typed<T>(dX, "dX"), f32(dphi, "dphi"),
+                                         f32(dalpha, "dalpha"), f32(dbias, "dbias"),
+                                         f32(dw, "dw"), typed<T>(X, "X"), f32(phi, "phi"),
+                                         f32(alpha, "alpha"), f32(bias, "bias"), f32(m, "m"),
+                                         f32(rms, "rms"), N, n, C, ws, stream_);
+    });
+  }
+
   // ---- HC coefficients ----------------------------------------------------------------
   void hc_coeff_forward(const Coeffs& c, const HcSaved& saved, Tensor X, const HcParams& p,
                         const ConnShape& s, float norm_eps) override {
@@ -807,6 +894,22 @@ class CudaBackend final : public Backend, public ComputeStreamSource {
     need(p.phi, int64_t(s.n) * s.C * s.D(), what);
     need(p.alpha, 3, what);
     need(p.bias, s.D(), what);
+  }
+
+  // Static mHC (s.mhc.dynamic false) has no φ and no α.
+  static void check_mhc_variant_params(const MhcParams& p, const ConnShape& s, const char* what) {
+    if (s.mhc.dynamic) {
+      need(p.phi, int64_t(s.n) * s.C * s.D(), what);
+      need(p.alpha, 3, what);
+    }
+    need(p.bias, s.D(), what);
+  }
+
+  static void check_collapse_params(const Tensor& phi, const Tensor& alpha, const Tensor& bias,
+                                    int n, int C, const char* what) {
+    need(phi, int64_t(n) * C * n, what);
+    need(alpha, 1, what);
+    need(bias, n, what);
   }
 
   static void check_hc_params(const HcParams& p, const ConnShape& s) {

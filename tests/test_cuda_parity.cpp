@@ -524,6 +524,94 @@ void add_mhc_coeff_cases(std::vector<OpCase>& cases) {
   }
 }
 
+// The mHC variants (residuals.md "Variants"): every projection, DeepSeek-V4's numerics,
+// static mHC. Fast path: D ≤ 32 with nC a whole number of 16-byte vectors; generic path:
+// birkhoff n = 5 (D = 130) and nC = 100 in bf16. N = 530: two dφ split-K chunks. dX starts
+// small (0.01) so that the coefficient path's contribution dominates what is compared.
+void add_mhc_variant_cases(std::vector<OpCase>& cases) {
+  using math::MhcProjection;
+  struct Variant {
+    std::string name;
+    MhcProjection projection;
+    bool v4, dynamic;
+    int N, n, C, iters;
+    float eps;
+  };
+  const Variant variants[] = {
+      {"birkhoff_n1", MhcProjection::Birkhoff, false, true, 37, 1, 24, 20, 1e-6f},
+      {"birkhoff_n2", MhcProjection::Birkhoff, false, true, 37, 2, 24, 20, 1e-6f},
+      {"birkhoff_n3", MhcProjection::Birkhoff, false, true, 37, 3, 24, 20, 1e-6f},
+      {"birkhoff_n4", MhcProjection::Birkhoff, false, true, 37, 4, 24, 20, 1e-6f},
+      {"birkhoff_n5_generic", MhcProjection::Birkhoff, false, true, 21, 5, 16, 20, 1e-6f},
+      {"kronecker_n1", MhcProjection::Kronecker, false, true, 37, 1, 24, 20, 1e-6f},
+      {"kronecker_n2_N530", MhcProjection::Kronecker, false, true, 530, 2, 32, 20, 1e-6f},
+      {"kronecker_n4", MhcProjection::Kronecker, false, true, 37, 4, 24, 20, 1e-6f},
+      {"kronecker_n4_C25", MhcProjection::Kronecker, false, true, 45, 4, 25, 20, 1e-6f},
+      {"identity_n1", MhcProjection::Identity, false, true, 37, 1, 24, 20, 1e-6f},
+      {"identity_n4", MhcProjection::Identity, false, true, 37, 4, 24, 20, 1e-6f},
+      {"v4_n2", MhcProjection::Sinkhorn, true, true, 37, 2, 24, 20, 1e-6f},
+      {"v4_n4", MhcProjection::Sinkhorn, true, true, 37, 4, 24, 20, 1e-6f},
+      {"v4_n4_bigeps_C25", MhcProjection::Sinkhorn, true, true, 45, 4, 25, 7, 1e-2f},
+      {"static_n4", MhcProjection::Sinkhorn, false, false, 37, 4, 24, 20, 1e-6f},
+      {"static_v4_n3", MhcProjection::Sinkhorn, true, false, 37, 3, 24, 20, 1e-6f},
+      {"static_birkhoff_n3", MhcProjection::Birkhoff, false, false, 37, 3, 24, 20, 1e-6f},
+  };
+  for (const Variant& v : variants) {
+    const int N = v.N, n = v.n, C = v.C, iters = v.iters;
+    ConnShape s{N, n, C};
+    s.mhc.projection = v.projection;
+    s.mhc.v4 = v.v4;
+    s.mhc.dynamic = v.dynamic;
+    s.mhc.eps = v.eps;
+    const int D = s.D();
+    const int64_t dyn = v.dynamic ? 1 : 0, NnC = int64_t(N) * n * C;
+    const int64_t Nn = int64_t(N) * n, Nnn = int64_t(N) * n * n, nCD = int64_t(n) * C * D;
+    const float eps = v.eps;
+    cases.push_back(
+        {"mhc_variant_" + v.name,
+         {act("X", NnC), master("phi", dyn * nCD, 0.1), master("alpha", dyn * 3, 0.2, 1.0),
+          master("bias", D), out(master("pre", Nn)), out(master("post", Nn)),
+          out(master("res", Nnn)), out(master("m", dyn * N * D)), out(master("rms", dyn * N)),
+          master("dpre", Nn), master("dpost", Nn), master("dres", Nnn),
+          out(act("dX", NnC, 0.01)), out(master("dphi", dyn * nCD)),
+          out(master("dalpha", dyn * 3)), out(master("dbias", D))},
+         [=](Backend& be, const Tensors& t) {
+           // Static mHC has no φ and no α (the model passes empty tensors).
+           const Tensor none{};
+           const MhcParams p{dyn ? t[1] : none, dyn ? t[2] : none, t[3]};
+           const MhcParams dp{dyn ? t[13] : none, dyn ? t[14] : none, t[15]};
+           const Coeffs c{t[4], t[5], t[6]}, dc{t[9], t[10], t[11]};
+           const MhcSaved saved{t[7], t[8]};
+           be.mhc_variant_coeff_forward(c, saved, t[0], p, s, iters, eps);
+           be.mhc_variant_coeff_backward(t[12], dp, dc, t[0], p, saved, s, iters);
+           return kNoScalar;
+         }});
+  }
+}
+
+// The learned collapse's weights (D = n): fast path for n = 1, 2, 4 with C = 24; nC = 75
+// (generic in fp32 and bf16) and nC = 100 (fast in fp32, generic in bf16).
+void add_collapse_cases(std::vector<OpCase>& cases) {
+  struct Shape { int N, n, C; };
+  const Shape shapes[] = {{37, 1, 24}, {37, 2, 24}, {37, 4, 24}, {41, 3, 25}, {45, 4, 25}};
+  for (const Shape& sh : shapes) {
+    const int N = sh.N, n = sh.n, C = sh.C;
+    const int64_t NnC = int64_t(N) * n * C, Nn = int64_t(N) * n, nCn = int64_t(n) * C * n;
+    cases.push_back(
+        {"collapse_weights_n" + std::to_string(n) + "_C" + std::to_string(C),
+         {act("X", NnC), master("phi", nCn, 0.1), master("alpha", 1, 0.2, 1.0), master("bias", n),
+          out(master("w", Nn)), out(master("m", Nn)), out(master("rms", N)), master("dw", Nn),
+          out(act("dX", NnC, 0.01)), out(master("dphi", nCn)), out(master("dalpha", 1)),
+          out(master("dbias", n))},
+         [=](Backend& be, const Tensors& t) {
+           be.collapse_weights_forward(t[4], t[5], t[6], t[0], t[1], t[2], t[3], N, n, C, 1e-6f);
+           be.collapse_weights_backward(t[8], t[9], t[10], t[11], t[7], t[0], t[1], t[2], t[3],
+                                        t[5], t[6], N, n, C);
+           return kNoScalar;
+         }});
+  }
+}
+
 void add_hc_coeff_cases(std::vector<OpCase>& cases) {
   const int N = 29, C = 40;
   for (int n : {1, 3, 4})
@@ -588,6 +676,8 @@ std::vector<OpCase> op_cases() {
   add_stream_cases(cases);
   add_sinkhorn_cases(cases);
   add_mhc_coeff_cases(cases);
+  add_mhc_variant_cases(cases);
+  add_collapse_cases(cases);
   add_hc_coeff_cases(cases);
   add_adamw_cases(cases);
   return cases;

@@ -3,7 +3,7 @@
 // every output and gradient must agree: max |cuda − cpu| / max |cpu| ≤ 1e-4 (fp32) or
 // ≤ 1e-2 (bf16). bf16 activation inputs are rounded to bf16 for both sides, so only the
 // device's own rounding counts. A model-level test runs one forward+backward of a tiny
-// model in every residual mode on CUDA fp32 and on the CPU.
+// model in every residual mode (and in the mHC variants) on CUDA fp32 and on the CPU.
 //
 // Built without CUDA, or without a usable device, every test here is skipped with the
 // reason. The CUDA emulator's build (MHC_CUDA_EMULATED, cuda/emu/) compiles this file a
@@ -22,6 +22,7 @@
 #include <tuple>
 #include <vector>
 
+#include "config.h"
 #include "cpu/cpu_backend.h"
 #include "model.h"
 #include "rng.h"
@@ -744,10 +745,13 @@ struct ModelCase {
   int n;
   bool dynamic;
   std::string mlp;
+  std::string variant;             // a name for the config overrides below ("" = none)
+  std::vector<std::string> sets;  // config overrides "key=value" (residuals.md "Variants")
 };
 
 void PrintTo(const ModelCase& c, std::ostream* os) {
   *os << c.mode << " n=" << c.n << (c.dynamic ? " dynamic" : "") << " " << c.mlp;
+  for (const std::string& set : c.sets) *os << " " << set;
 }
 
 class CudaModelParity : public ::testing::TestWithParam<ModelCase> {
@@ -819,6 +823,8 @@ TEST_P(CudaModelParity, ForwardBackwardMatchesCpuFloat) {
   Config cfg = testing::tiny_config(mc.mode, mc.n, mc.dynamic);
   cfg.model.mlp = mc.mlp;
   cfg.model.tie_embeddings = mc.mlp == "swiglu";
+  for (const std::string& set : mc.sets) apply_config_override(cfg, set);
+  validate_config(cfg);
   std::unique_ptr<Backend> gpu = make_gpu_backend(DType::F32);
   const StepComparison r = compare_one_step(*gpu, cfg, {}, {7, 99, 0.3, 1});
   EXPECT_NEAR(r.loss[1], r.loss[0], 1e-4 * std::fabs(r.loss[0])) << gpu->name();
@@ -827,7 +833,8 @@ TEST_P(CudaModelParity, ForwardBackwardMatchesCpuFloat) {
 
 std::string model_case_name(const ::testing::TestParamInfo<ModelCase>& info) {
   return info.param.mode + "_n" + std::to_string(info.param.n) +
-         (info.param.dynamic ? "_dynamic" : "") + "_" + info.param.mlp;
+         (info.param.dynamic ? "_dynamic" : "") + "_" + info.param.mlp +
+         (info.param.variant.empty() ? "" : "_" + info.param.variant);
 }
 
 // bf16 training path: cuDNN attention (head size 32), the stream and coefficient
@@ -895,7 +902,18 @@ INSTANTIATE_TEST_SUITE_P(
                       ModelCase{"baseline", 1, false, "gelu"}, ModelCase{"hc", 2, false, "swiglu"},
                       ModelCase{"hc", 4, true, "gelu"}, ModelCase{"hc", 2, true, "swiglu"},
                       ModelCase{"mhc", 1, false, "swiglu"}, ModelCase{"mhc", 2, false, "swiglu"},
-                      ModelCase{"mhc", 4, false, "gelu"}),
+                      ModelCase{"mhc", 4, false, "gelu"},
+                      // the mHC variants and the learned collapse (residuals.md "Variants")
+                      ModelCase{"mhc", 4, false, "swiglu", "v4_learned",
+                                {"residual.mhc.numerics=deepseek_v4", "residual.collapse=learned"}},
+                      ModelCase{"mhc", 3, false, "gelu", "birkhoff",
+                                {"residual.mhc.projection=birkhoff"}},
+                      ModelCase{"mhc", 4, false, "swiglu", "kronecker",
+                                {"residual.mhc.projection=kronecker"}},
+                      ModelCase{"mhc", 2, false, "gelu", "identity",
+                                {"residual.mhc.projection=identity"}},
+                      ModelCase{"mhc", 4, false, "swiglu", "static", {"residual.mhc.dynamic=false"}},
+                      ModelCase{"hc", 2, true, "gelu", "learned", {"residual.collapse=learned"}}),
     model_case_name);
 
 }  // namespace

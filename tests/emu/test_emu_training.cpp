@@ -1,8 +1,8 @@
 // The whole CUDA training step on the emulated backend (cuda/emu/) against the CPU
 // backend: forward with selective recompute and the chunked classifier, backward, the
 // global gradient norm, clipping and AdamW on fp32 master weights (with bf16 working
-// copies in bf16), for every residual mode; and a 20-step bf16 run whose losses must
-// follow the CPU's. The backend sizes its own workspaces on the way.
+// copies in bf16), for every residual mode and the mHC variants (residuals.md "Variants");
+// and a 20-step bf16 run whose losses must follow the CPU's. The backend sizes its own workspaces on the way.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cpu/cpu_backend.h"
+#include "config.h"
 #include "cuda/cuda_backend.h"
 #include "model.h"
 #include "optimizer.h"
@@ -23,7 +24,16 @@ struct Mode {
   std::string mode;
   int n;
   bool dynamic;
+  std::string variant = "";        // a name for the config overrides ("" = none)
+  std::vector<std::string> sets{};  // config overrides "key=value" (residuals.md "Variants")
 };
+
+Config mode_config(const Mode& m) {
+  Config cfg = testing::tiny_config(m.mode, m.n, m.dynamic);
+  for (const std::string& set : m.sets) apply_config_override(cfg, set);
+  validate_config(cfg);
+  return cfg;
+}
 
 struct TrainRun {
   std::vector<double> losses, norms, params;
@@ -80,7 +90,7 @@ TEST_P(EmuTrainingStep, MatchesCpu) {
   const auto& [m, dtype] = GetParam();
   const bool bf16 = dtype == DType::BF16;
   const double tol = bf16 ? 1e-2 : 1e-4;
-  const Config cfg = testing::tiny_config(m.mode, m.n, m.dynamic);
+  const Config cfg = mode_config(m);
   // clip 0.3: below the first steps' gradient norms, so clipping scales every update.
   CpuBackend<float> cpu;
   const TrainRun ref = train(cpu, cfg, 3, 3e-3, 0.3);
@@ -101,6 +111,7 @@ TEST_P(EmuTrainingStep, MatchesCpu) {
 std::string step_name(const ::testing::TestParamInfo<EmuTrainingStep::ParamType>& info) {
   const Mode& m = std::get<0>(info.param);
   return m.mode + "_n" + std::to_string(m.n) + (m.dynamic ? "_dynamic" : "") +
+         (m.variant.empty() ? "" : "_" + m.variant) +
          (std::get<1>(info.param) == DType::BF16 ? "_bf16" : "_f32");
 }
 
@@ -108,7 +119,19 @@ INSTANTIATE_TEST_SUITE_P(
     AllModes, EmuTrainingStep,
     ::testing::Combine(::testing::Values(Mode{"baseline", 1, false}, Mode{"hc", 2, false},
                                          Mode{"hc", 4, true}, Mode{"mhc", 1, false},
-                                         Mode{"mhc", 2, false}, Mode{"mhc", 4, false}),
+                                         Mode{"mhc", 2, false}, Mode{"mhc", 4, false},
+                                         // the mHC variants and the learned collapse
+                                         Mode{"mhc", 4, false, "v4_learned",
+                                              {"residual.mhc.numerics=deepseek_v4",
+                                               "residual.collapse=learned"}},
+                                         Mode{"mhc", 3, false, "birkhoff",
+                                              {"residual.mhc.projection=birkhoff"}},
+                                         Mode{"mhc", 4, false, "kronecker",
+                                              {"residual.mhc.projection=kronecker"}},
+                                         Mode{"mhc", 2, false, "identity",
+                                              {"residual.mhc.projection=identity"}},
+                                         Mode{"mhc", 4, false, "static",
+                                              {"residual.mhc.dynamic=false"}}),
                        ::testing::Values(DType::F32, DType::BF16)),
     step_name);
 

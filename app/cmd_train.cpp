@@ -51,7 +51,7 @@ void dry_run(const Config& cfg) {
   const int64_t conn = parameter_count(layout, shape, true);
   std::printf("\ntotal parameters: %lld (%.3fM; %lld in residual connections)\n",
               static_cast<long long>(total), total / 1e6, static_cast<long long>(conn));
-  BackendChoice choice = make_backend(cfg.train, 0, cuda_unsupported_variant(cfg));
+  BackendChoice choice = make_backend(cfg.train);
   const Backend& be = *choice.backend;
   const int B = static_cast<int>(cfg.train.micro_batch);
   const int64_t model_bytes =

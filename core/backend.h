@@ -191,8 +191,8 @@ class Backend {
 
   // ---- mHC variants and the learned collapse (residuals.md "Variants") ---------------
   // The mHC coefficient ops above for a non-default s.mhc (projection, numerics, static):
-  // same contract, D = s.D(). A backend that does not implement them refuses here; the
-  // config is refused earlier (cuda_unsupported_variant) so a run never gets this far.
+  // same contract, D = s.D(); static mHC passes empty phi/alpha (and X, m, rms unused).
+  // Both backends implement them; a backend that does not refuses here.
   virtual void mhc_variant_coeff_forward(const Coeffs&, const MhcSaved&, Tensor, const MhcParams&,
                                          const ConnShape& s, int, float) {
     fail("{}: the mHC variant (projection {}) is not implemented on this backend", name(),

@@ -18,14 +18,11 @@ bool built_with_cuda() {
 #endif
 }
 
-BackendChoice make_backend(const Config::Train& train, int local_rank,
-                           const std::string& cuda_refusal) {
+BackendChoice make_backend(const Config::Train& train, int local_rank) {
   BackendChoice out;
-  if (!cuda_refusal.empty() && train.device == "cuda") fail("{}", cuda_refusal);
   std::string why_not_cuda = "this binary was built without CUDA";
-  if (!cuda_refusal.empty()) why_not_cuda = cuda_refusal;
 #ifdef MHC_WITH_CUDA
-  if (train.device != "cpu" && cuda_refusal.empty()) {
+  if (train.device != "cpu") {
     CudaProbe probe = probe_cuda(local_rank);
     if (probe.usable) {
       const DType compute = train.precision == "bf16" ? DType::BF16 : DType::F32;

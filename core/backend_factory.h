@@ -17,11 +17,7 @@ struct BackendChoice {
 };
 
 // local_rank selects the GPU. MhcError when train.device=cuda cannot be honoured.
-// cuda_refusal (cuda_unsupported_variant(cfg)): when not empty, the config asks for
-// something the CUDA backend does not implement: train.device=cuda fails with that line and
-// auto picks the CPU, saying why.
-BackendChoice make_backend(const Config::Train& train, int local_rank = 0,
-                           const std::string& cuda_refusal = "");
+BackendChoice make_backend(const Config::Train& train, int local_rank = 0);
 
 // Whether this binary was built with the CUDA backend.
 bool built_with_cuda();

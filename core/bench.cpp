@@ -47,7 +47,7 @@ double flops_per_token(const ModelShape& s, const ParamLayout& layout) {
 BenchResult run_bench(const Config& cfg, int steps, int warmup, spdlog::logger& log) {
   const ModelShape shape = model_shape_from_config(cfg);
   const ParamLayout layout = ParamLayout::build(shape, cfg);
-  BackendChoice choice = make_backend(cfg.train, 0, cuda_unsupported_variant(cfg));
+  BackendChoice choice = make_backend(cfg.train);
   log.info("{}", choice.reason);
   Backend& be = *choice.backend;
   const int B = static_cast<int>(cfg.train.micro_batch), T = shape.T;

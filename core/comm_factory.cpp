@@ -14,12 +14,7 @@ namespace mhc {
 namespace {
 
 // Whether training will run on a GPU (mirrors make_backend), and why not.
-bool uses_gpu(const Config::Train& train, int local_rank, std::string* why_not,
-              const std::string& cuda_refusal) {
-  if (!cuda_refusal.empty() && train.device != "cpu") {
-    *why_not = cuda_refusal;
-    return false;
-  }
+bool uses_gpu(const Config::Train& train, int local_rank, std::string* why_not) {
 #ifdef MHC_WITH_CUDA
   if (train.device == "cpu") {
     *why_not = "train.device=cpu";
@@ -80,7 +75,7 @@ CommChoice make_communicator(const Config& cfg, const dist::RankEnv& env) {
     return out;
   }
   std::string why_not_gpu;
-  const bool gpu = uses_gpu(cfg.train, env.local_rank, &why_not_gpu, cuda_unsupported_variant(cfg));
+  const bool gpu = uses_gpu(cfg.train, env.local_rank, &why_not_gpu);
   if (want == "nccl" || (want == "auto" && gpu)) {
 #ifdef MHC_WITH_CUDA
     if (!gpu) fail("dist.backend=nccl needs a usable GPU: {}", why_not_gpu);

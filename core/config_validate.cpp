@@ -83,18 +83,6 @@ std::vector<std::pair<std::string, std::string>> connection_metadata(const Confi
   return out;
 }
 
-std::string cuda_unsupported_variant(const Config& cfg) {
-  const auto& r = cfg.residual;
-  const std::string tail = " is not implemented on CUDA yet; use train.device=cpu";
-  if (r.mode == "mhc") {
-    if (r.mhc.projection != "sinkhorn") return "residual.mhc.projection=" + r.mhc.projection + tail;
-    if (r.mhc.numerics != "paper") return "residual.mhc.numerics=" + r.mhc.numerics + tail;
-    if (!r.mhc.dynamic) return "residual.mhc.dynamic=false (static mHC)" + tail;
-  }
-  if (r.mode != "baseline" && r.collapse != "sum") return "residual.collapse=" + r.collapse + tail;
-  return "";
-}
-
 namespace {
 
 // The variant keys (residuals.md "Variants"): each bad combination is one line naming the

@@ -25,7 +25,7 @@ LoadedModel load_trained_model(const std::string& path, const std::string& devic
   lm.cfg.train.precision = "fp32";
   lm.shape = model_shape_from_config(lm.cfg);
   lm.layout = std::make_unique<ParamLayout>(ParamLayout::build(lm.shape, lm.cfg));
-  lm.backend = make_backend(lm.cfg.train, 0, cuda_unsupported_variant(lm.cfg)).backend;
+  lm.backend = make_backend(lm.cfg.train).backend;
   lm.model = std::make_unique<Model>(*lm.backend, lm.shape, *lm.layout, max_batch);
   read_weights(lm.checkpoint_dir + "/model.safetensors", *lm.model);
   return lm;

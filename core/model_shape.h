@@ -49,7 +49,5 @@ std::string connection_label(const ModelShape& s);
 // The residual.* keys a reader of exported weights needs to interpret the connection
 // tensors (key, value as YAML text), for safetensors metadata.
 std::vector<std::pair<std::string, std::string>> connection_metadata(const Config& cfg);
-// The line refusing a variant the CUDA backend does not implement yet (empty if it does).
-std::string cuda_unsupported_variant(const Config& cfg);
 
 }  // namespace mhc

@@ -322,7 +322,7 @@ TrainResult TrainLoop::run() {
   const int64_t tokens_per_step = global_batch_ * T_;
 
   dist::agree(comm_, [&] {
-    BackendChoice choice = make_backend(t, comm_.device_index(), cuda_unsupported_variant(cfg_));
+    BackendChoice choice = make_backend(t, comm_.device_index());
     backend_ = std::move(choice.backend);
     log_->info("{}", choice.reason);
     if (auto* source = dynamic_cast<ComputeStreamSource*>(backend_.get()))

@@ -745,8 +745,8 @@ struct ModelCase {
   int n;
   bool dynamic;
   std::string mlp;
-  std::string variant;             // a name for the config overrides below ("" = none)
-  std::vector<std::string> sets;  // config overrides "key=value" (residuals.md "Variants")
+  std::string variant = "";        // a name for the config overrides below ("" = none)
+  std::vector<std::string> sets{};  // config overrides "key=value" (residuals.md "Variants")
 };
 
 void PrintTo(const ModelCase& c, std::ostream* os) {

@@ -8,7 +8,6 @@
 #include <string>
 #include <vector>
 
-#include "backend_factory.h"
 #include "cpu/cpu_backend.h"
 #include "model.h"
 #include "model_gradcheck_support.h"
@@ -185,34 +184,6 @@ TEST(VariantConfig, BadCombinationsAreOneClearLine) {
   Config hc = testing::tiny_config("hc", 3);
   apply_config_override(hc, "residual.mhc.projection=kronecker");
   EXPECT_NO_THROW(validate_config(hc));
-}
-
-// The CUDA backend refuses what it does not implement, in one line naming key and value;
-// train.device=auto falls back to the CPU and says why (never a path that fails later).
-TEST(VariantConfig, CudaRefusesVariantsItDoesNotImplement) {
-  Config cfg = testing::tiny_config("mhc", 4);
-  EXPECT_EQ(cuda_unsupported_variant(cfg), "");
-  apply_config_override(cfg, "residual.mhc.projection=birkhoff");
-  EXPECT_EQ(cuda_unsupported_variant(cfg),
-            "residual.mhc.projection=birkhoff is not implemented on CUDA yet; use train.device=cpu");
-  cfg.train.device = "cuda";
-  testing::expect_mhc_error(
-      [&] { make_backend(cfg.train, 0, cuda_unsupported_variant(cfg)); },
-      {"residual.mhc.projection=birkhoff is not implemented on CUDA yet", "train.device=cpu"});
-  cfg.train.device = "auto";
-  const BackendChoice choice = make_backend(cfg.train, 0, cuda_unsupported_variant(cfg));
-  EXPECT_EQ(choice.backend->device(), DeviceKind::Cpu);
-  EXPECT_NE(choice.reason.find("residual.mhc.projection=birkhoff"), std::string::npos)
-      << choice.reason;
-  Config v4 = testing::tiny_config("mhc", 4);
-  apply_config_override(v4, "residual.mhc.numerics=deepseek_v4");
-  EXPECT_NE(cuda_unsupported_variant(v4).find("residual.mhc.numerics=deepseek_v4"), std::string::npos);
-  Config st = testing::tiny_config("mhc", 4);
-  apply_config_override(st, "residual.mhc.dynamic=false");
-  EXPECT_NE(cuda_unsupported_variant(st).find("residual.mhc.dynamic=false"), std::string::npos);
-  Config lc = testing::tiny_config("hc", 4);
-  apply_config_override(lc, "residual.collapse=learned");
-  EXPECT_NE(cuda_unsupported_variant(lc).find("residual.collapse=learned"), std::string::npos);
 }
 
 }  // namespace

@@ -157,8 +157,6 @@ case_errors() {
     "$mhc" train --set residual.mhc.projection=kronecker --set residual.n=3 --dry-run
   expect_error "learned collapse with baseline" "residual.collapse=learned needs residual.mode hc or mhc" \
     "$mhc" train --set residual.mode=baseline --set residual.collapse=learned --dry-run
-  expect_error "variant on CUDA" "residual.mhc.projection=kronecker is not implemented on CUDA yet; use train.device=cpu" \
-    "$mhc" train --set residual.mhc.projection=kronecker --set train.device=cuda --dry-run
   expect_error "glob matches no shard" "data.train" \
     train_tiny run1 --set "data.train=$work/none/*.bin" --set "data.val=$work/corpus/*_val_*.bin"
   mkdir -p bad

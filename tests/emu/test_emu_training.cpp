@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <memory>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,11 @@ struct Mode {
   std::string variant = "";        // a name for the config overrides ("" = none)
   std::vector<std::string> sets{};  // config overrides "key=value" (residuals.md "Variants")
 };
+
+void PrintTo(const Mode& m, std::ostream* os) {
+  *os << m.mode << " n=" << m.n << (m.dynamic ? " dynamic" : "");
+  for (const std::string& set : m.sets) *os << " " << set;
+}
 
 Config mode_config(const Mode& m) {
   Config cfg = testing::tiny_config(m.mode, m.n, m.dynamic);

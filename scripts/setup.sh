@@ -15,6 +15,7 @@ packages=(
   libopenblas-openmp-dev libopenmpi-dev openmpi-bin
   python3-torch python3-numpy python3-matplotlib python3-yaml
   clang-14 libclang-rt-14-dev lld-14   # the libFuzzer harnesses (tests/fuzz/)
+  libboost-context-dev                # the CUDA emulator's fibers (cuda/emu/)
 )
 # Only for the test suite (tests/slurm/ runs jobs on a private one-node Slurm cluster).
 test_packages=(slurm-wlm munge)

@@ -11,8 +11,9 @@
 #include "emu/scheduler.h"
 
 #include <sys/mman.h>
-#include <ucontext.h>
 #include <unistd.h>
+
+#include <boost/context/detail/fcontext.hpp>
 
 #include <algorithm>
 #include <cstdio>
@@ -33,6 +34,7 @@
 #endif
 #endif
 #ifdef MHC_EMU_ASAN
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 
@@ -42,6 +44,8 @@ namespace detail {
 thread_local Current current;
 
 namespace {
+
+namespace ctx = boost::context::detail;
 
 // ASan keeps a shadow of each stack; it must be told when execution moves to another
 // stack (start before the switch, finish right after it on the new stack).
@@ -60,9 +64,19 @@ inline void asan_finish(void* fake_stack_save, const void** bottom_old, size_t* 
 #endif
 }
 
+// A stack reused by the next block may keep the shadow of frames that never returned (a
+// fiber's entry frame, a failed thread's kernel frames): cleared once per fiber start.
+inline void asan_clear_stack(void* bottom, size_t size) {
 #ifdef MHC_EMU_ASAN
-// ASan clears the shadow of the whole target stack on every swapcontext: a small stack
-// keeps that cheap (the kernels' frames are small; use-after-return is off).
+  __asan_unpoison_memory_region(bottom, size);
+#else
+  (void)bottom, (void)size;
+#endif
+}
+
+#ifdef MHC_EMU_ASAN
+// ASan's shadow of a stack is cleared at every fiber start: a small stack keeps that
+// cheap (the kernels' frames are small; use-after-return is off).
 constexpr size_t kStackBytes = size_t(64) << 10;
 #else
 constexpr size_t kStackBytes = size_t(128) << 10;
@@ -74,7 +88,7 @@ enum class State { Runnable, Barrier, Warp, Done, Failed };
 
 struct Fiber {
   ThreadInfo info{};
-  ucontext_t ctx{};
+  ctx::fcontext_t ctx = nullptr;  // where it is suspended
   char* stack = nullptr;  // usable part (a guard page below it)
   State state = State::Done;
   const char* file = "";  // where it waits
@@ -159,7 +173,7 @@ class Worker {
   void warp_leave(WarpOp& op);
   unsigned live_lanes() { return warps_[self().info.linear >> 5].exists & ~warps_[self().info.linear >> 5].exited; }
   void* dynamic_smem() { return smem_.get(); }
-  static void trampoline();
+  static void trampoline(ctx::transfer_t from);
 
  private:
   static size_t page() { return static_cast<size_t>(sysconf(_SC_PAGESIZE)); }
@@ -178,9 +192,7 @@ class Worker {
   Settings settings_{};
   int threads_ = 0;
   std::unique_ptr<unsigned char[]> smem_;
-  ucontext_t sched_{};
-  ucontext_t template_{};
-  bool have_template_ = false;
+  ctx::fcontext_t sched_ = nullptr;  // the scheduler, while a fiber runs
   Fiber* running_ = nullptr;
   const void* sched_bottom_ = nullptr;
   size_t sched_size_ = 0;
@@ -209,15 +221,8 @@ void Worker::prepare_fiber(Fiber& f) {
     mprotect(p, page(), PROT_NONE);  // guard page: a stack overflow faults
     f.stack = static_cast<char*>(p) + page();
   }
-  if (!have_template_) {
-    getcontext(&template_);
-    have_template_ = true;
-  }
-  f.ctx = template_;
-  f.ctx.uc_stack.ss_sp = f.stack;
-  f.ctx.uc_stack.ss_size = kStackBytes;
-  f.ctx.uc_link = nullptr;
-  makecontext(&f.ctx, &Worker::trampoline, 0);
+  asan_clear_stack(f.stack, kStackBytes);
+  f.ctx = ctx::make_fcontext(f.stack + kStackBytes, kStackBytes, &Worker::trampoline);
   f.state = State::Runnable;
   f.op = -1;
   f.fake_stack = nullptr;
@@ -227,8 +232,9 @@ void Worker::resume(Fiber& f) {
   running_ = &f;
   current.thread = &f.info;
   asan_start(&sched_fake_, f.stack, kStackBytes);
-  swapcontext(&sched_, &f.ctx);
+  const ctx::transfer_t back = ctx::jump_fcontext(f.ctx, nullptr);
   asan_finish(sched_fake_, nullptr, nullptr);
+  f.ctx = back.fctx;  // where it yielded (unused once it is done)
   current.thread = nullptr;
   running_ = nullptr;
 }
@@ -237,12 +243,14 @@ void Worker::resume(Fiber& f) {
 void Worker::yield() {
   Fiber& f = self();
   asan_start(&f.fake_stack, sched_bottom_, sched_size_);
-  swapcontext(&f.ctx, &sched_);
+  const ctx::transfer_t from = ctx::jump_fcontext(sched_, nullptr);
   asan_finish(f.fake_stack, &sched_bottom_, &sched_size_);
+  sched_ = from.fctx;
 }
 
-void Worker::trampoline() {
+void Worker::trampoline(ctx::transfer_t from) {
   Worker& w = worker();
+  w.sched_ = from.fctx;
   asan_finish(nullptr, &w.sched_bottom_, &w.sched_size_);
   Fiber& f = w.self();
   try {
@@ -253,7 +261,7 @@ void Worker::trampoline() {
   w.on_exit(f);
   // Last switch away from this fiber: a null fake-stack slot lets ASan drop its frames.
   asan_start(nullptr, w.sched_bottom_, w.sched_size_);
-  setcontext(&w.sched_);
+  ctx::jump_fcontext(w.sched_, nullptr);
   std::abort();
 }
 
@@ -289,22 +297,23 @@ WarpOp& Worker::warp_arrive(const char* file, int line, unsigned mask, uint64_t 
   Fiber& f = self();
   const unsigned lane = f.info.linear & 31u;
   Warp& w = warps_[f.info.linear >> 5];
-  const std::string at = " at " + site(file, line);
+  // Messages are built only on failure: this runs for every lane of every warp operation.
+  const auto at = [&] { return " at " + site(file, line); };
   if (!((mask >> lane) & 1u))
-    fail("lane " + std::to_string(lane) + " calls a warp operation" + at + " with mask " +
+    fail("lane " + std::to_string(lane) + " calls a warp operation" + at() + " with mask " +
          hex(mask) + " that does not include it");
   if (mask & ~w.exists)
-    fail("warp operation" + at + ": mask " + hex(mask) + " names lanes " + hex(mask & ~w.exists) +
+    fail("warp operation" + at() + ": mask " + hex(mask) + " names lanes " + hex(mask & ~w.exists) +
          " that do not exist (the block has " + std::to_string(threads_) + " threads)");
   if (mask & w.exited)
-    fail("warp operation" + at + ": mask " + hex(mask) + " names lanes " + hex(mask & w.exited) +
+    fail("warp operation" + at() + ": mask " + hex(mask) + " names lanes " + hex(mask & w.exited) +
          " that have exited");
   int slot = -1;
   for (int i = 0; i < kOpsPerWarp; ++i) {
     WarpOp& op = w.ops[i];
     if (!op.used || op.complete || !(op.mask & mask)) continue;
     if (op.mask != mask)
-      fail("warp operation" + at + " with mask " + hex(mask) + " overlaps lanes " +
+      fail("warp operation" + at() + " with mask " + hex(mask) + " overlaps lanes " +
            hex(op.arrived) + " waiting at " + site(op.file, op.line) + " with mask " + hex(op.mask) +
            " (diverged lanes)");
     slot = i;

@@ -166,11 +166,14 @@ class Worker {
 
   // ---- called from fibers ----
   Fiber& self() { return *running_; }
+  // The running fiber stops (its state says why) and the next runnable one continues.
   void yield();
   [[noreturn]] void fail(const std::string& what);
   void barrier(const char* file, int line);
   WarpOp& warp_arrive(const char* file, int line, unsigned mask, uint64_t bits);
   void warp_leave(WarpOp& op);
+  [[noreturn, gnu::cold, gnu::noinline]] void warp_misuse(const char* file, int line,
+                                                          unsigned mask, const WarpOp* overlap);
   unsigned live_lanes() { return warps_[self().info.linear >> 5].exists & ~warps_[self().info.linear >> 5].exited; }
   void* dynamic_smem() { return smem_.get(); }
   static void trampoline(ctx::transfer_t from);
@@ -178,7 +181,9 @@ class Worker {
  private:
   static size_t page() { return static_cast<size_t>(sysconf(_SC_PAGESIZE)); }
   void prepare_fiber(Fiber& f);
-  void resume(Fiber& f);
+  Fiber* next_runnable();
+  void jump(Fiber* to);
+  void arrived(ctx::transfer_t from);
   void run_block(uint64_t salt);
   std::string where(const Fiber* f) const;
   void on_exit(Fiber& f);
@@ -193,7 +198,10 @@ class Worker {
   int threads_ = 0;
   std::unique_ptr<unsigned char[]> smem_;
   ctx::fcontext_t sched_ = nullptr;  // the scheduler, while a fiber runs
-  Fiber* running_ = nullptr;
+  Fiber* running_ = nullptr;          // null: the scheduler runs
+  size_t pos_ = 0;                    // the pass through order_
+  bool ran_ = false;                  // a fiber ran in this pass
+  int live_ = 0;                      // threads of the block not yet returned
   const void* sched_bottom_ = nullptr;
   size_t sched_size_ = 0;
   void* sched_fake_ = nullptr;
@@ -228,30 +236,59 @@ void Worker::prepare_fiber(Fiber& f) {
   f.fake_stack = nullptr;
 }
 
-void Worker::resume(Fiber& f) {
-  running_ = &f;
-  current.thread = &f.info;
-  asan_start(&sched_fake_, f.stack, kStackBytes);
-  const ctx::transfer_t back = ctx::jump_fcontext(f.ctx, nullptr);
-  asan_finish(sched_fake_, nullptr, nullptr);
-  f.ctx = back.fctx;  // where it yielded (unused once it is done)
-  current.thread = nullptr;
-  running_ = nullptr;
+// Switches from the running context (a fiber, or the scheduler when running_ is null)
+// to `to` (null: the scheduler); returns when something switches back to this context.
+void Worker::jump(Fiber* to) {
+  Fiber* from = running_;
+  running_ = to;
+  current.thread = to ? &to->info : nullptr;
+  // A returned thread's last switch: a null fake-stack slot lets ASan drop its frames.
+  void** fake = !from ? &sched_fake_ : from->state == State::Done ? nullptr : &from->fake_stack;
+  asan_start(fake, to ? to->stack : sched_bottom_, to ? kStackBytes : sched_size_);
+  arrived(ctx::jump_fcontext(to ? to->ctx : sched_, from));
 }
 
-// Fiber -> scheduler; returns when the scheduler resumes this fiber.
-void Worker::yield() {
-  Fiber& f = self();
-  asan_start(&f.fake_stack, sched_bottom_, sched_size_);
-  const ctx::transfer_t from = ctx::jump_fcontext(sched_, nullptr);
-  asan_finish(f.fake_stack, &sched_bottom_, &sched_size_);
-  sched_ = from.fctx;
+// First thing on a context after a switch: the context switched from is suspended at
+// `from` (its Fiber travels as the data pointer; null is the scheduler).
+void Worker::arrived(ctx::transfer_t from) {
+  Fiber* src = static_cast<Fiber*>(from.data);
+  const void* bottom = nullptr;
+  size_t size = 0;
+  asan_finish(running_ ? running_->fake_stack : sched_fake_, &bottom, &size);
+  if (src) {
+    src->ctx = from.fctx;  // stale once it has returned; never resumed then
+  } else {
+    sched_ = from.fctx;
+    sched_bottom_ = bottom;  // the scheduler's stack, which ASan knows (a fiber runs now)
+    sched_size_ = size;
+  }
 }
+
+// The next runnable thread in the scheduling order: passes through order_ repeat while a
+// pass ran a thread; null when a whole pass found none (a barrier, the end, or stuck).
+// Fibers switch to it directly, so a warp operation costs one switch per lane.
+Fiber* Worker::next_runnable() {
+  for (;;) {
+    while (pos_ < order_.size()) {
+      Fiber& f = fibers_[static_cast<size_t>(order_[pos_++])];
+      if (f.state == State::Runnable) {
+        ran_ = true;
+        return &f;
+      }
+    }
+    if (!ran_) return nullptr;
+    ran_ = false;
+    pos_ = 0;
+  }
+}
+
+// Fiber -> next runnable fiber, or the scheduler after an error or when none can run;
+// returns when this fiber is resumed.
+void Worker::yield() { jump(error_.empty() ? next_runnable() : nullptr); }
 
 void Worker::trampoline(ctx::transfer_t from) {
   Worker& w = worker();
-  w.sched_ = from.fctx;
-  asan_finish(nullptr, &w.sched_bottom_, &w.sched_size_);
+  w.arrived(from);
   Fiber& f = w.self();
   try {
     w.spec_->body(w.spec_->args);
@@ -259,10 +296,8 @@ void Worker::trampoline(ctx::transfer_t from) {
     w.fail(std::string("the kernel threw: ") + e.what());
   }
   w.on_exit(f);
-  // Last switch away from this fiber: a null fake-stack slot lets ASan drop its frames.
-  asan_start(nullptr, w.sched_bottom_, w.sched_size_);
-  ctx::jump_fcontext(w.sched_, nullptr);
-  std::abort();
+  w.yield();
+  std::abort();  // a returned fiber is never resumed
 }
 
 void Worker::fail(const std::string& what) {
@@ -283,6 +318,7 @@ void Worker::on_exit(Fiber& f) {
            " wait in a warp operation at " + site(op.file, op.line) + " whose mask " +
            hex(op.mask) + " names it");
   f.state = State::Done;
+  --live_;
 }
 
 void Worker::barrier(const char* file, int line) {
@@ -294,38 +330,30 @@ void Worker::barrier(const char* file, int line) {
 }
 
 WarpOp& Worker::warp_arrive(const char* file, int line, unsigned mask, uint64_t bits) {
+  // Runs for every lane of every warp operation: the messages are built out of line, and
+  // the frame stays small (each fiber's frames are cache misses after a switch).
   Fiber& f = self();
   const unsigned lane = f.info.linear & 31u;
   Warp& w = warps_[f.info.linear >> 5];
-  // Messages are built only on failure: this runs for every lane of every warp operation.
-  const auto at = [&] { return " at " + site(file, line); };
-  if (!((mask >> lane) & 1u))
-    fail("lane " + std::to_string(lane) + " calls a warp operation" + at() + " with mask " +
-         hex(mask) + " that does not include it");
-  if (mask & ~w.exists)
-    fail("warp operation" + at() + ": mask " + hex(mask) + " names lanes " + hex(mask & ~w.exists) +
-         " that do not exist (the block has " + std::to_string(threads_) + " threads)");
-  if (mask & w.exited)
-    fail("warp operation" + at() + ": mask " + hex(mask) + " names lanes " + hex(mask & w.exited) +
-         " that have exited");
+  if (!((mask >> lane) & 1u) || (mask & ~w.exists) || (mask & w.exited))
+    warp_misuse(file, line, mask, nullptr);
   int slot = -1;
   for (int i = 0; i < kOpsPerWarp; ++i) {
     WarpOp& op = w.ops[i];
     if (!op.used || op.complete || !(op.mask & mask)) continue;
-    if (op.mask != mask)
-      fail("warp operation" + at() + " with mask " + hex(mask) + " overlaps lanes " +
-           hex(op.arrived) + " waiting at " + site(op.file, op.line) + " with mask " + hex(op.mask) +
-           " (diverged lanes)");
+    if (op.mask != mask) warp_misuse(file, line, mask, &op);
     slot = i;
   }
   if (slot < 0) {
     for (int i = 0; i < kOpsPerWarp && slot < 0; ++i)
       if (!w.ops[i].used) slot = i;
-    if (slot < 0) fail("more than " + std::to_string(kOpsPerWarp) + " warp operations in flight");
+    if (slot < 0) warp_misuse(file, line, mask, nullptr);
     WarpOp& op = w.ops[slot];
-    op = WarpOp{};
-    op.used = true;
+    op.used = true;  // vals need no reset: only lanes of the mask are read, all arrived
+    op.complete = false;
     op.mask = mask;
+    op.arrived = 0;
+    op.readers = 0;
     op.file = file;
     op.line = line;
   }
@@ -336,9 +364,8 @@ WarpOp& Worker::warp_arrive(const char* file, int line, unsigned mask, uint64_t 
     op.complete = true;
     op.readers = __builtin_popcount(op.mask);
     const unsigned base = f.info.linear & ~31u;
-    for (unsigned l = 0; l < 32; ++l) {
-      if (!((op.mask >> l) & 1u) || l == lane) continue;
-      Fiber& other = fibers_[base + l];
+    for (unsigned rest = op.mask & ~(1u << lane); rest; rest &= rest - 1) {
+      Fiber& other = fibers_[base + static_cast<unsigned>(__builtin_ctz(rest))];
       if (other.state == State::Warp && other.op == slot) other.state = State::Runnable;
     }
   } else {
@@ -350,6 +377,29 @@ WarpOp& Worker::warp_arrive(const char* file, int line, unsigned mask, uint64_t 
   }
   f.op = -1;
   return op;
+}
+
+// Names why warp_arrive refused the operation (the first rule broken, in the order of the
+// checks there); `overlap`: an operation in flight whose mask overlaps but differs.
+void Worker::warp_misuse(const char* file, int line, unsigned mask, const WarpOp* overlap) {
+  const Fiber& f = self();
+  const unsigned lane = f.info.linear & 31u;
+  const Warp& w = warps_[f.info.linear >> 5];
+  const std::string at = " at " + site(file, line);
+  if (!((mask >> lane) & 1u))
+    fail("lane " + std::to_string(lane) + " calls a warp operation" + at + " with mask " +
+         hex(mask) + " that does not include it");
+  if (mask & ~w.exists)
+    fail("warp operation" + at + ": mask " + hex(mask) + " names lanes " + hex(mask & ~w.exists) +
+         " that do not exist (the block has " + std::to_string(threads_) + " threads)");
+  if (mask & w.exited)
+    fail("warp operation" + at + ": mask " + hex(mask) + " names lanes " + hex(mask & w.exited) +
+         " that have exited");
+  if (overlap)
+    fail("warp operation" + at + " with mask " + hex(mask) + " overlaps lanes " +
+         hex(overlap->arrived) + " waiting at " + site(overlap->file, overlap->line) +
+         " with mask " + hex(overlap->mask) + " (diverged lanes)");
+  fail("more than " + std::to_string(kOpsPerWarp) + " warp operations in flight");
 }
 
 void Worker::warp_leave(WarpOp& op) {
@@ -398,19 +448,15 @@ void Worker::run_block(uint64_t salt) {
   if (smem_) std::memset(smem_.get(), 0xff, spec_->dynamic_smem);  // NaN: never zeroed
   uint64_t phase = 0;
   fill_order(order_, n, settings_, salt * 1315423911u + phase);
-  int live = n;
+  live_ = n;
+  pos_ = 0;
+  ran_ = false;
   for (;;) {
-    bool ran = false;
-    for (int i : order_) {
-      Fiber& f = fibers_[static_cast<size_t>(i)];
-      if (f.state != State::Runnable) continue;
-      resume(f);
-      ran = true;
-      if (!error_.empty()) throw KernelError(error_);
-      if (f.state == State::Done) --live;
-    }
+    // The fibers run (switching among themselves) until none is runnable or one fails.
+    if (Fiber* f = next_runnable()) jump(f);
+    if (!error_.empty()) throw KernelError(error_);
+    const int live = live_;
     if (live == 0) return;
-    if (ran) continue;
     // No thread can run: a barrier completes, or the block is stuck.
     int at_barrier = 0, done = 0;
     const Fiber* first = nullptr;
@@ -438,6 +484,8 @@ void Worker::run_block(uint64_t salt) {
       if (fibers_[static_cast<size_t>(i)].state == State::Barrier)
         fibers_[static_cast<size_t>(i)].state = State::Runnable;
     if (settings_.order == Order::Shuffle) fill_order(order_, n, settings_, salt * 1315423911u + ++phase);
+    pos_ = 0;
+    ran_ = false;
   }
 }
 

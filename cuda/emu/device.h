@@ -117,9 +117,7 @@ T shfl(const char* file, int line, ShflMode mode, unsigned mask, T value, int ar
   uint64_t bits = 0;
   std::memcpy(&bits, &value, sizeof(T));
   const int lane = detail::lane_id();
-  if (width < 1 || width > 32 || (width & (width - 1)) != 0)
-    detail::fail_here(file, line, "shuffle width " + std::to_string(width) +
-                                      " is not a power of two in 1..32");
+  if (width < 1 || width > 32 || (width & (width - 1)) != 0) detail::bad_shuffle_width(file, line, width);
   const int base = lane & ~(width - 1);
   int src = lane;
   switch (mode) {

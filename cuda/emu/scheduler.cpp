@@ -108,6 +108,8 @@ struct WarpOp {
 
 struct Warp {
   unsigned exists = 0, exited = 0;
+  // Bit i: ops[i] is used / is used and waits for lanes (so arrivals scan only these).
+  unsigned used = 0, open = 0;
   WarpOp ops[kOpsPerWarp];
 };
 
@@ -338,16 +340,19 @@ WarpOp& Worker::warp_arrive(const char* file, int line, unsigned mask, uint64_t 
   if (!((mask >> lane) & 1u) || (mask & ~w.exists) || (mask & w.exited))
     warp_misuse(file, line, mask, nullptr);
   int slot = -1;
-  for (int i = 0; i < kOpsPerWarp; ++i) {
+  for (unsigned open = w.open; open; open &= open - 1) {
+    const int i = __builtin_ctz(open);
     WarpOp& op = w.ops[i];
-    if (!op.used || op.complete || !(op.mask & mask)) continue;
+    if (!(op.mask & mask)) continue;
     if (op.mask != mask) warp_misuse(file, line, mask, &op);
     slot = i;
   }
   if (slot < 0) {
-    for (int i = 0; i < kOpsPerWarp && slot < 0; ++i)
-      if (!w.ops[i].used) slot = i;
-    if (slot < 0) warp_misuse(file, line, mask, nullptr);
+    const unsigned free = ~w.used & ((1u << kOpsPerWarp) - 1u);
+    if (!free) warp_misuse(file, line, mask, nullptr);
+    slot = __builtin_ctz(free);
+    w.used |= 1u << slot;
+    w.open |= 1u << slot;
     WarpOp& op = w.ops[slot];
     op.used = true;  // vals need no reset: only lanes of the mask are read, all arrived
     op.complete = false;
@@ -362,6 +367,7 @@ WarpOp& Worker::warp_arrive(const char* file, int line, unsigned mask, uint64_t 
   op.arrived |= 1u << lane;
   if (op.arrived == op.mask) {
     op.complete = true;
+    w.open &= ~(1u << slot);
     op.readers = __builtin_popcount(op.mask);
     const unsigned base = f.info.linear & ~31u;
     for (unsigned rest = op.mask & ~(1u << lane); rest; rest &= rest - 1) {
@@ -403,7 +409,10 @@ void Worker::warp_misuse(const char* file, int line, unsigned mask, const WarpOp
 }
 
 void Worker::warp_leave(WarpOp& op) {
-  if (--op.readers == 0) op.used = false;
+  if (--op.readers > 0) return;
+  op.used = false;
+  Warp& w = warps_[self().info.linear >> 5];
+  w.used &= ~(1u << (&op - w.ops));
 }
 
 // Every live thread waits and none can move: name why.
@@ -564,12 +573,18 @@ void syncwarp(const char* file, int line, unsigned mask) {
   w.warp_leave(w.warp_arrive(file, line, mask, 0));
 }
 
+namespace {
+[[noreturn, gnu::cold, gnu::noinline]] void source_outside_mask(const char* file, int line,
+                                                                unsigned mask, int src) {
+  worker().fail("warp operation at " + site(file, line) + " reads lane " + std::to_string(src) +
+                ", outside its mask " + hex(mask));
+}
+}  // namespace
+
 uint64_t warp_exchange(const char* file, int line, unsigned mask, uint64_t bits, int src) {
   Worker& w = worker();
   WarpOp& op = w.warp_arrive(file, line, mask, bits);
-  if (src < 0 || src > 31 || !((mask >> src) & 1u))
-    w.fail("warp operation at " + site(file, line) + " reads lane " + std::to_string(src) +
-           ", outside its mask " + hex(mask));
+  if (src < 0 || src > 31 || !((mask >> src) & 1u)) source_outside_mask(file, line, mask, src);
   const uint64_t v = op.vals[src];
   w.warp_leave(op);
   return v;
@@ -592,6 +607,10 @@ void* dynamic_shared_memory() {
 
 void fail_here(const char* file, int line, const std::string& what) {
   worker().fail(what + " (" + site(file, line) + ")");
+}
+
+void bad_shuffle_width(const char* file, int line, int width) {
+  fail_here(file, line, "shuffle width " + std::to_string(width) + " is not a power of two in 1..32");
 }
 
 std::string short_kernel_name(const char* pretty, const char* key) {

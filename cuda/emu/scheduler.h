@@ -107,6 +107,9 @@ void warp_gather(const char* file, int line, unsigned mask, uint64_t bits, uint6
 unsigned live_lanes();
 void* dynamic_shared_memory();
 [[noreturn]] void fail_here(const char* file, int line, const std::string& what);
+// fail_here for a shuffle width that is not a power of two in 1..32: out of line, so the
+// shuffle's own frame (touched by every lane at every shuffle) stays small.
+[[noreturn]] void bad_shuffle_width(const char* file, int line, int width);
 
 // "mhc::emu::cuda::{anonymous}::fill_kernel<float>" -> "fill_kernel<float>".
 std::string short_kernel_name(const char* pretty, const char* key);

@@ -7,8 +7,9 @@
 //
 // Built without CUDA, or without a usable device, every test here is skipped with the
 // reason. The CUDA emulator's build (MHC_CUDA_EMULATED, cuda/emu/) compiles this file a
-// second time against the emulated backend, where every case runs on the CPU. Adding an op: append an OpCase to op_cases() (its tensors and a lambda that
-// calls the op).
+// second time against the emulated backend, where every case runs on the CPU (all of
+// them, the GPT-2-sized attention shapes included). Adding an op: append an OpCase to
+// op_cases() (its tensors and a lambda that calls the op).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -357,12 +358,6 @@ void add_attention_cases(std::vector<OpCase>& cases) {
       {1, 77, 3, 32},    // sequence not a multiple of 64
   };
   for (const AttentionShape& s : shapes) {
-#ifdef MHC_CUDA_EMULATED
-    // The emulator runs every thread on one core: the long sequences and GPT-2 shapes
-    // (≥ 1M score entries, there for cuDNN and throughput) would take minutes; the shapes
-    // above already cover several tiles, partial tiles and every head size.
-    if (int64_t(s.B) * s.n_head * s.T * s.T > 100000) continue;
-#endif
     const int64_t NC = int64_t(s.B) * s.T * s.C();
     cases.push_back({"attention_B" + std::to_string(s.B) + "_T" + std::to_string(s.T) + "_h" +
                          std::to_string(s.n_head) + "_hd" + std::to_string(s.head_dim),

@@ -22,7 +22,15 @@ BackendChoice make_backend(const Config::Train& train, int local_rank) {
   BackendChoice out;
   std::string why_not_cuda = "this binary was built without CUDA";
 #ifdef MHC_WITH_CUDA
-  if (train.device != "cpu") {
+#ifdef MHC_CUDA_EMULATED
+  // mhc-emu (-DMHC_EMULATED_BINARY=ON): the CUDA backend on the CPU emulator, for
+  // debugging kernels. Only an explicit train.device=cuda uses it; auto trains on the CPU.
+  why_not_cuda = "mhc-emu emulates CUDA only for train.device=cuda";
+  const bool try_cuda = train.device == "cuda";
+#else
+  const bool try_cuda = train.device != "cpu";
+#endif
+  if (try_cuda) {
     CudaProbe probe = probe_cuda(local_rank);
     if (probe.usable) {
       const DType compute = train.precision == "bf16" ? DType::BF16 : DType::F32;

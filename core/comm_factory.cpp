@@ -5,7 +5,7 @@
 #include "dist/tcp_comm.h"
 #include "error.h"
 #include "model_shape.h"
-#ifdef MHC_WITH_CUDA
+#if defined(MHC_WITH_CUDA) && !defined(MHC_CUDA_EMULATED)
 #include "cuda/cuda_backend.h"
 #include "cuda/nccl_comm.h"
 #endif
@@ -15,7 +15,11 @@ namespace {
 
 // Whether training will run on a GPU (mirrors make_backend), and why not.
 bool uses_gpu(const Config::Train& train, int local_rank, std::string* why_not) {
-#ifdef MHC_WITH_CUDA
+#ifdef MHC_CUDA_EMULATED
+  (void)local_rank;
+  *why_not = "mhc-emu emulates CUDA only for train.device=cuda";
+  return train.device == "cuda";
+#elif defined(MHC_WITH_CUDA)
   if (train.device == "cpu") {
     *why_not = "train.device=cpu";
     return false;
@@ -37,7 +41,7 @@ std::unique_ptr<Communicator> make_mpi_checked(const dist::RankEnv& env) {
   return comm;
 }
 
-#ifdef MHC_WITH_CUDA
+#if defined(MHC_WITH_CUDA) && !defined(MHC_CUDA_EMULATED)
 // The host communicator an NCCL job bootstraps over.
 std::unique_ptr<Communicator> bootstrap_comm(const dist::RankEnv& env, double timeout_s,
                                              std::string* how) {
@@ -77,7 +81,10 @@ CommChoice make_communicator(const Config& cfg, const dist::RankEnv& env) {
   std::string why_not_gpu;
   const bool gpu = uses_gpu(cfg.train, env.local_rank, &why_not_gpu);
   if (want == "nccl" || (want == "auto" && gpu)) {
-#ifdef MHC_WITH_CUDA
+#ifdef MHC_CUDA_EMULATED
+    fail("dist.backend={} with {} ranks: mhc-emu (the CUDA emulator binary) has no NCCL; "
+         "run it as one process", want, world);
+#elif defined(MHC_WITH_CUDA)
     if (!gpu) fail("dist.backend=nccl needs a usable GPU: {}", why_not_gpu);
     if (!nccl_available())
       fail("dist.backend{} needs NCCL, but this binary was built without it (install NCCL and "

@@ -117,7 +117,8 @@ T shfl(const char* file, int line, ShflMode mode, unsigned mask, T value, int ar
   uint64_t bits = 0;
   std::memcpy(&bits, &value, sizeof(T));
   const int lane = detail::lane_id();
-  if (width < 1 || width > 32 || (width & (width - 1)) != 0) detail::bad_shuffle_width(file, line, width);
+  if (width < 1 || width > 32 || (width & (width - 1)) != 0)
+    detail::bad_shuffle_width(file, line, width);
   const int base = lane & ~(width - 1);
   int src = lane;
   switch (mode) {

@@ -2,17 +2,18 @@
 // operations, launch checks and thread orders.
 //
 // Cost model: a warp operation switches to every lane of the warp once, so the long
-// attention parity cases make 1-3 x 10^8 switches each (counted). Fibers therefore switch with Boost.Context's fcontext
-// primitives (make_fcontext / jump_fcontext: callee-saved registers and a stack pointer),
-// not ucontext, whose swapcontext makes a signal-mask syscall per switch (it made the
-// long attention cases take minutes), and not boost::context::fiber, whose owning
-// handle unwinds a fiber when dropped while the emulator abandons a failed thread's
-// stack mid-kernel. A fiber that stops switches straight to the next runnable fiber in the
-// scheduling order (the scheduler runs only between barrier phases), which keeps the
-// order exactly that of "resume every runnable thread in order, repeat" with one switch,
-// not two, per stop. The per-lane paths keep small frames (failure texts out of line):
-// after a switch each fiber's frames are cache misses. ASan is told about every switch
-// (start/finish_switch_fiber); a reused stack's shadow is cleared when a fiber starts.
+// attention parity cases make 1-3 x 10^8 switches each (counted). Fibers therefore switch
+// with Boost.Context's fcontext primitives (make_fcontext / jump_fcontext: callee-saved
+// registers and a stack pointer), not ucontext, whose swapcontext makes a signal-mask
+// syscall per switch (it made the long attention cases take minutes), and not
+// boost::context::fiber, whose owning handle unwinds a fiber when dropped while the
+// emulator abandons a failed thread's stack mid-kernel. A fiber that stops switches
+// straight to the next runnable fiber in the scheduling order (the scheduler runs only
+// between barrier phases): the order stays exactly "resume every runnable thread in order,
+// repeat", with one switch per stop instead of two. The per-lane paths keep small frames
+// (failure texts out of line): after a switch each fiber's frames are cache misses. ASan
+// is told about every switch (start/finish_switch_fiber); a reused stack's shadow is
+// cleared when a fiber starts.
 //
 // Per OS thread there is one Worker (thread_local): its fibers, their stacks (reused by
 // every launch), the warps' operation slots and the block being run.

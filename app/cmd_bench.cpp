@@ -50,6 +50,11 @@ void add_bench_command(CLI::App& app) {
     std::printf("ops (ms/step, synchronised profiling pass):");
     for (const auto& [k, v] : r.category_ms) std::printf(" %s %.2f |", k.c_str(), v);
     std::printf("\n");
+    const ConnectionShare share = connection_share(r.category_ms);
+    // The profiling pass synchronises after every op, so its total exceeds ms/step; the
+    // share of it is what compares across modes.
+    std::printf("connection        %.2f ms/step = %.1f%% of the profiled step (conn_coeff + conn_streams)\n",
+                share.connection_ms, 100 * share.fraction);
     if (!a->json.empty()) {
       nlohmann::ordered_json js;
       js["device"] = r.device;
@@ -66,6 +71,8 @@ void add_bench_command(CLI::App& app) {
       js["mfu"] = std::isfinite(r.mfu) ? nlohmann::ordered_json(r.mfu) : nlohmann::ordered_json();
       js["peak_bytes"] = r.peak_bytes;
       js["category_ms"] = r.category_ms;
+      js["connection_ms"] = share.connection_ms;
+      js["connection_share"] = share.fraction;
       write_file_atomic(a->json, js.dump(2) + "\n");
     }
   });

@@ -44,6 +44,16 @@ double flops_per_token(const ModelShape& s, const ParamLayout& layout) {
   return 6.0 * matmul + 12.0 * s.L * s.C * s.T;
 }
 
+ConnectionShare connection_share(const std::map<std::string, double>& category_ms) {
+  ConnectionShare share;
+  for (const auto& [category, ms] : category_ms) {
+    share.profiled_ms += ms;
+    if (category == "conn_coeff" || category == "conn_streams") share.connection_ms += ms;
+  }
+  share.fraction = share.profiled_ms > 0 ? share.connection_ms / share.profiled_ms : 0;
+  return share;
+}
+
 BenchResult run_bench(const Config& cfg, int steps, int warmup, spdlog::logger& log) {
   const ModelShape shape = model_shape_from_config(cfg);
   const ParamLayout layout = ParamLayout::build(shape, cfg);

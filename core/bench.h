@@ -27,6 +27,15 @@ struct BenchResult {
   std::map<std::string, double> category_ms;  // per step, from the profiling pass
 };
 
+// The residual connection's part of a profiled step: its coefficient ops (projection,
+// RMS, Sinkhorn or HC's maps) plus its stream ops (expand, aggregate, merge, collapse).
+struct ConnectionShare {
+  double connection_ms = 0;  // conn_coeff + conn_streams
+  double profiled_ms = 0;    // every category of the profiling pass
+  double fraction = 0;       // connection_ms / profiled_ms (0 when nothing was profiled)
+};
+ConnectionShare connection_share(const std::map<std::string, double>& category_ms);
+
 // Training FLOPs per token: 6 × (matmul parameters incl. the head) + 12·L·C·T attention.
 double flops_per_token(const ModelShape& shape, const ParamLayout& layout);
 

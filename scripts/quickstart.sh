@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/setup.sh
+scripts/setup.sh --mhc  # only the binary; scripts/test.sh builds the test suite
 data/prepare_linuxdoc.sh build/mhc
 
 # The run directory is runs/default-<mode>; an existing finished run is resumed (a no-op).

@@ -4,6 +4,8 @@
 #   scripts/setup.sh            build mhc and the tests
 #   scripts/setup.sh --tests    also install what only the test suite needs (a private
 #                               Slurm cluster: slurm-wlm, munge); scripts/test.sh passes it
+#   scripts/setup.sh --mhc      build only the mhc binary (what training needs; the
+#                               quickstart passes it): not the tests, fuzzers or emulator
 #   MHC_BUILD_DIR=dir           build elsewhere (default build)
 #   MHC_CMAKE_ARGS="..."        extra CMake arguments (e.g. -DMHC_CUDA=OFF)
 set -euo pipefail
@@ -19,10 +21,12 @@ packages=(
 )
 # Only for the test suite (tests/slurm/ runs jobs on a private one-node Slurm cluster).
 test_packages=(slurm-wlm munge)
+targets=()  # empty: everything
 for arg in "$@"; do
   case "$arg" in
     --tests) packages+=("${test_packages[@]}") ;;
-    *) echo "setup: unknown argument '$arg' (allowed: --tests)" >&2; exit 2 ;;
+    --mhc) targets=(--target mhc) ;;
+    *) echo "setup: unknown argument '$arg' (allowed: --tests, --mhc)" >&2; exit 2 ;;
   esac
 done
 
@@ -44,5 +48,5 @@ fi
 build_dir=${MHC_BUILD_DIR:-build}
 # shellcheck disable=SC2086
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release ${MHC_CMAKE_ARGS:-}
-cmake --build "$build_dir" -j "$(nproc)"
+cmake --build "$build_dir" -j "$(nproc)" "${targets[@]}"
 echo "setup: built $build_dir/mhc"

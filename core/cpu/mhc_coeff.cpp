@@ -79,30 +79,43 @@ void mhc_coeff_backward(T* dX, T* dphi, T* dalpha, T* dbias, const T* dpre, cons
 
 // Any variant (residuals.md "Variants"): the same structure with D = 2n + R columns and
 // core/mhc_math.h's mhc_variant_forward/backward per token. Static mHC (phi null) has
-// no m and no r: H̃ = β for every token, and only β gets a gradient.
+// no m and no r: H̃ = β for every token, computed once per step, and only β gets a gradient.
 template <class T>
 void mhc_variant_coeff_forward(T* pre, T* post, T* res, T* m, T* rms, const T* X, const T* phi,
                                const T* alpha, const T* bias, int N, int n, int C, int iters,
                                T eps, const math::MhcVariant& v) {
   const int D = math::mhc_coeff_count(v.projection, n), nC = n * C;
   const bool dynamic = phi != nullptr;
-  if (dynamic) gemm<T>(false, false, N, D, nC, T(1), X, nC, phi, D, T(0), m, D);
+  if (!dynamic) {
+    // Static mHC: H̃ = β for every token, so the coefficients are computed once and
+    // copied (identical to computing them per token, at 1/N of the cost).
+    if (N == 0) return;
+    std::vector<T> work(static_cast<size_t>(math::mhc_variant_work(v, n, iters)));
+    math::mhc_variant_forward<T>(nullptr, alpha, bias, n, iters, v, pre, post, res, work.data());
+#pragma omp parallel for schedule(static)
+    for (int t = 1; t < N; ++t) {
+      for (int i = 0; i < n; ++i) {
+        pre[static_cast<int64_t>(t) * n + i] = pre[i];
+        post[static_cast<int64_t>(t) * n + i] = post[i];
+      }
+      for (int k = 0; k < n * n; ++k) res[static_cast<int64_t>(t) * n * n + k] = res[k];
+    }
+    return;
+  }
+  gemm<T>(false, false, N, D, nC, T(1), X, nC, phi, D, T(0), m, D);
 #pragma omp parallel
   {
     std::vector<T> work(static_cast<size_t>(math::mhc_variant_work(v, n, iters)));
 #pragma omp for schedule(static)
     for (int t = 0; t < N; ++t) {
-      T* mt = nullptr;
-      if (dynamic) {
-        const T* vt = X + static_cast<int64_t>(t) * nC;
-        T ss = 0;
+      const T* vt = X + static_cast<int64_t>(t) * nC;
+      T ss = 0;
 #pragma omp simd reduction(+ : ss)
-        for (int i = 0; i < nC; ++i) ss += vt[i] * vt[i];  // as the paper's op, bit for bit
-        const T r = std::sqrt(ss / nC + eps);
-        rms[t] = r;
-        mt = m + static_cast<int64_t>(t) * D;
-        for (int d = 0; d < D; ++d) mt[d] /= r;
-      }
+      for (int i = 0; i < nC; ++i) ss += vt[i] * vt[i];  // as the paper's op, bit for bit
+      const T r = std::sqrt(ss / nC + eps);
+      rms[t] = r;
+      T* mt = m + static_cast<int64_t>(t) * D;
+      for (int d = 0; d < D; ++d) mt[d] /= r;
       math::mhc_variant_forward<T>(mt, alpha, bias, n, iters, v,
                                    pre + static_cast<int64_t>(t) * n,
                                    post + static_cast<int64_t>(t) * n,
@@ -118,16 +131,38 @@ void mhc_variant_coeff_backward(T* dX, T* dphi, T* dalpha, T* dbias, const T* dp
                                 int n, int C, int iters, const math::MhcVariant& v) {
   const int D = math::mhc_coeff_count(v.projection, n), nC = n * C;
   const bool dynamic = phi != nullptr;
-  std::vector<T> hs(dynamic ? static_cast<size_t>(N) * D : 0), cv(static_cast<size_t>(N));
+  if (!dynamic) {
+    // Static mHC: every token's Jacobian is the same, so the backward of the summed
+    // upstream gradients is the sum of the per-token backwards (up to rounding): one
+    // projection backward per step instead of N.
+    const int nn = n * n, width = 2 * n + nn;
+    std::vector<T> upstream(static_cast<size_t>(width), T(0));
+    parallel_reduce<T>(N, width, upstream.data(), [&](int64_t begin, int64_t end, T* part) {
+      for (int64_t t = begin; t < end; ++t) {
+        for (int i = 0; i < n; ++i) {
+          part[i] += dpre[t * n + i];
+          part[n + i] += dpost[t * n + i];
+        }
+        for (int k = 0; k < nn; ++k) part[2 * n + k] += dres[t * nn + k];
+      }
+    });
+    std::vector<T> g(D), unused_dalpha(3, T(0));
+    std::vector<T> work(static_cast<size_t>(math::mhc_variant_work(v, n, iters)));
+    math::mhc_variant_backward<T>(nullptr, alpha, bias, upstream.data(), upstream.data() + n,
+                                  upstream.data() + 2 * n, n, iters, v, g.data(),
+                                  unused_dalpha.data(), work.data());
+    for (int d = 0; d < D; ++d) dbias[d] += g[d];
+    return;
+  }
+  std::vector<T> hs(static_cast<size_t>(N) * D), cv(static_cast<size_t>(N));
   std::vector<T> dab(3 + D, T(0));
   parallel_reduce<T>(N, 3 + D, dab.data(), [&](int64_t begin, int64_t end, T* part) {
     std::vector<T> g(D), work(static_cast<size_t>(math::mhc_variant_work(v, n, iters)));
     for (int64_t t = begin; t < end; ++t) {
-      const T* mt = dynamic ? m + t * D : nullptr;
+      const T* mt = m + t * D;
       math::mhc_variant_backward<T>(mt, alpha, bias, dpre + t * n, dpost + t * n,
                                     dres + t * n * n, n, iters, v, g.data(), part, work.data());
       for (int d = 0; d < D; ++d) part[3 + d] += g[d];
-      if (!dynamic) continue;
       const T r = rms[t];
       T hm = 0;
       for (int d = 0; d < D; ++d) {
@@ -139,7 +174,6 @@ void mhc_variant_coeff_backward(T* dX, T* dphi, T* dalpha, T* dbias, const T* dp
     }
   });
   for (int d = 0; d < D; ++d) dbias[d] += dab[3 + d];
-  if (!dynamic) return;
   for (int i = 0; i < 3; ++i) dalpha[i] += dab[i];
   gemm<T>(true, false, nC, D, N, T(1), X, nC, hs.data(), D, T(1), dphi, D);
   gemm<T>(false, true, N, nC, D, T(1), hs.data(), D, phi, D, T(1), dX, nC);

@@ -3,7 +3,9 @@
 // nonlinearities (residuals.md). Everything here is a __host__ __device__ inline
 // function over one token's small arrays; callers pass the scratch memory so a CUDA
 // kernel can keep it in registers or shared memory. Templated on the scalar type so
-// the CPU tests run it in float64.
+// the CPU tests run it in float64, and on core/cpu/lanes.h's SIMD type so the CPU runs
+// several tokens at once (one per lane): only arithmetic, exp_/sqrt_/tanh_/max_ and
+// branches that do not depend on the data may appear here.
 #pragma once
 
 #if defined(__CUDACC__)
@@ -22,6 +24,9 @@ MHC_HD float tanh_(float x) { return tanhf(x); }
 MHC_HD double tanh_(double x) { return tanh(x); }
 MHC_HD float sqrt_(float x) { return sqrtf(x); }
 MHC_HD double sqrt_(double x) { return sqrt(x); }
+// The larger of a and b, as `a > b ? a : b` (core/cpu/lanes.h gives it per SIMD lane).
+MHC_HD float max_(float a, float b) { return a > b ? a : b; }
+MHC_HD double max_(double a, double b) { return a > b ? a : b; }
 
 template <class T>
 MHC_HD T sigmoid(T x) {
@@ -32,7 +37,7 @@ MHC_HD T sigmoid(T x) {
 template <class T>
 MHC_HD void sinkhorn_init(const T* Z, int n, T* M) {
   T zmax = Z[0];
-  for (int i = 1; i < n * n; ++i) zmax = Z[i] > zmax ? Z[i] : zmax;
+  for (int i = 1; i < n * n; ++i) zmax = max_(Z[i], zmax);
   for (int i = 0; i < n * n; ++i) M[i] = exp_(Z[i] - zmax);
 }
 
@@ -227,7 +232,7 @@ template <class T>
 MHC_HD void birkhoff_forward(const T* z, int n, T* H, T* w) {
   const int R = factorial(n);
   T zmax = z[0];
-  for (int k = 1; k < R; ++k) zmax = z[k] > zmax ? z[k] : zmax;
+  for (int k = 1; k < R; ++k) zmax = max_(z[k], zmax);
   T s = 0;
   for (int k = 0; k < R; ++k) { w[k] = exp_(z[k] - zmax); s += w[k]; }
   const T inv = T(1) / s;
@@ -246,7 +251,7 @@ template <class T>
 MHC_HD void birkhoff_backward(const T* z, const T* dH, int n, T* dz, T* w) {
   const int R = factorial(n);
   T zmax = z[0];
-  for (int k = 1; k < R; ++k) zmax = z[k] > zmax ? z[k] : zmax;
+  for (int k = 1; k < R; ++k) zmax = max_(z[k], zmax);
   T s = 0;
   for (int k = 0; k < R; ++k) { w[k] = exp_(z[k] - zmax); s += w[k]; }
   const T inv = T(1) / s;
@@ -312,7 +317,7 @@ template <class T>
 MHC_HD void v4_project_forward(const T* Z, int n, int iters, T eps, T* H, T* rc) {
   for (int j = 0; j < n; ++j) {
     T zmax = Z[j];
-    for (int i = 1; i < n; ++i) zmax = Z[i * n + j] > zmax ? Z[i * n + j] : zmax;
+    for (int i = 1; i < n; ++i) zmax = max_(Z[i * n + j], zmax);
     T s = 0;
     for (int i = 0; i < n; ++i) { H[i * n + j] = exp_(Z[i * n + j] - zmax); s += H[i * n + j]; }
     const T inv = T(1) / s;
@@ -354,7 +359,7 @@ MHC_HD void v4_project_backward(const T* Z, const T* dH, int n, int iters, T eps
   // G = dL/d(colsoftmax(Z)); the softmax is recomputed exactly rather than reconstructed.
   for (int j = 0; j < n; ++j) {
     T zmax = Z[j];
-    for (int i = 1; i < n; ++i) zmax = Z[i * n + j] > zmax ? Z[i * n + j] : zmax;
+    for (int i = 1; i < n; ++i) zmax = max_(Z[i * n + j], zmax);
     T s = 0;
     for (int i = 0; i < n; ++i) { M[i * n + j] = exp_(Z[i * n + j] - zmax); s += M[i * n + j]; }
     const T inv = T(1) / s;

@@ -158,7 +158,7 @@ case_reject() {
     check "$f.yaml: built-in YAML reader agrees with PyYAML" cmp -s plan_$f.txt plan_${f}_subset.txt
   done
   check "lr_stability.yaml plans 50 runs" sh -c "'$ablate' '$repo/configs/ablations/lr_stability.yaml' --mhc '$mhc' --plan --runs-dir plan $(printf "'%s' " "${data[@]}") | grep -c ' new ' | grep -qx 50"
-  check "variants.yaml plans 16 runs" sh -c "'$ablate' '$repo/configs/ablations/variants.yaml' --mhc '$mhc' --plan --runs-dir plan $(printf "'%s' " "${data[@]}") >plan_variants.txt && test \$(grep -c ' new ' plan_variants.txt) -eq 16"
+  check "variants.yaml plans 24 runs" sh -c "'$ablate' '$repo/configs/ablations/variants.yaml' --mhc '$mhc' --plan --runs-dir plan $(printf "'%s' " "${data[@]}") >plan_variants.txt && test \$(grep -c ' new ' plan_variants.txt) -eq 24"
   MHC_ABLATE_NO_PYYAML=1 "$ablate" "$repo/configs/ablations/variants.yaml" --mhc "$mhc" --plan --runs-dir plan "${data[@]}" >plan_variants_subset.txt 2>&1
   check "variants.yaml: built-in YAML reader agrees with PyYAML" cmp -s plan_variants.txt plan_variants_subset.txt
   check "variants.yaml: the mhc-v4 runs get all three of its keys" grep -q "variant-mhc-v4_seed-1 .*residual.mode=mhc --set residual.mhc.numerics=deepseek_v4 --set residual.collapse=learned" plan_variants.txt

@@ -63,9 +63,17 @@ class Curve:
         return min(cands)[1] if cands else None
 
     def largest_stable_lr(self):
-        """The largest learning rate at which no seed diverged (among finished runs)."""
-        ok = [lr for lr in self.lrs() if self.finished(lr) and not any(p.diverged for p in self.points[lr])]
-        return max(ok) if ok else None
+        """The largest learning rate up to which no seed diverged: every finished run at it
+        and at every smaller learning rate trained to the end. (A connection can diverge at
+        one learning rate and survive a larger one by luck; this stops at the first
+        divergence.) None when it diverged at the smallest."""
+        stable = None
+        for lr in self.lrs():
+            done = self.finished(lr)
+            if not done or any(p.diverged for p in done):
+                break
+            stable = lr
+        return stable
 
     def sensitivity(self):
         """(mean, sd over seeds, seeds, lrs): per seed, the mean over the learning rates of
@@ -85,7 +93,10 @@ class Curve:
                 len(per_seed), len(lrs))
 
     def amax_at(self, lr, key):
-        vals = [getattr(p, key) for p in self.points.get(lr, []) if getattr(p, key) is not None]
+        """Mean over the seeds that trained to the end (a diverged run stopped before most
+        evaluations, so its maximum says little)."""
+        vals = [getattr(p, key) for p in self.points.get(lr, [])
+                if getattr(p, key) is not None and p.finished and not p.diverged]
         return statistics.mean(vals) if vals else None
 
 
@@ -110,10 +121,11 @@ def table(curves):
     lines = ["", "## Learning-rate stability", "",
              "Final whole-validation-set loss per learning rate (mean over the seeds that finished; "
              "**div** = diverged seeds, counted at their initial loss in the mean), the best learning rate, "
-             "the largest that no seed diverged at, the LR sensitivity (mean over the learning rates of the "
+             "the largest up to which no seed diverged (at it or any smaller one), the LR sensitivity (mean over the learning rates of the "
              "final loss's excess over the best one, per seed; diverged runs or runs ending above their "
              "initial loss count at the initial loss; ± = sd over seeds) and the largest Amax gains "
-             "(composite H_res, max over the run's evaluations, mean over seeds) at the largest stable lr.", ""]
+             "(composite H_res, max over the run's evaluations, mean over seeds) at the largest stable lr. "
+             "The sensitivity depends on the range tried: a best lr at its edge means the basin was not bracketed.", ""]
     lrs = sorted({lr for c in curves for lr in c.points})
     lines += ["| connection | " + " | ".join("lr %s" % fmt_lr(lr) for lr in lrs) +
               " | best lr | largest stable lr | LR sensitivity ± seed sd | Amax fwd / bwd at the largest stable lr |",
@@ -190,7 +202,7 @@ def plot(path, curves, colors, title, subtitle):
     ax_gain.yaxis.set_major_formatter(FuncFormatter(lambda v, _: "%g" % v))
     ax_gain.set_ylabel("max backward Amax gain of the composite H_res")
     ax_gain.set_title("Signal amplification vs learning rate (max over the run's evaluations,\n"
-                      "mean over seeds; 1 = none; x: some seed diverged)", fontsize=10)
+                      "mean over the seeds that did not diverge; 1 = none; x: some seed diverged)", fontsize=10)
     if ax_gain.get_legend_handles_labels()[0]:
         ax_gain.legend(fontsize=8)
     else:

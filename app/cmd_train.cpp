@@ -153,8 +153,9 @@ void add_train_command(CLI::App& app, const AppContext& ctx) {
       log->info("data parallel: {} ranks over {}", comm.size(), comm.name());
       log->info("{} ({})", dist.reason, dist.env.describe());
     }
+    TrainResult result;
     try {
-      train(cfg, opts, comm, log);
+      result = train(cfg, opts, comm, log);
     } catch (const dist::CollectiveError& e) {
       log_error(e);
       throw;  // every rank raised it together: exit cleanly everywhere
@@ -169,6 +170,11 @@ void add_train_command(CLI::App& app, const AppContext& ctx) {
       }
       throw;
     }
+    // Every rank saw the same reduced loss and returns here together.
+    if (result.diverged)
+      throw ExitWithStatus(kExitDiverged,
+                           fmt::format("mhc train: {} (see metrics.jsonl; exit status {})",
+                                       result.diverged_reason, kExitDiverged));
   });
 }
 

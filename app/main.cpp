@@ -98,6 +98,9 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  } catch (const mhc::ExitWithStatus& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return e.status();
   } catch (const mhc::MhcError& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

@@ -71,6 +71,7 @@ struct Config {
     double beta2;
     double eps;
     double grad_clip;
+    double diverge_loss;
     int64_t eval_every;
     int64_t eval_batches;
     int64_t final_eval_batches;

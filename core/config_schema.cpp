@@ -244,6 +244,9 @@ std::vector<Field> build_schema() {
   MHC_FLOAT(train.beta2, 0.95, "AdamW beta2");
   MHC_FLOAT(train.eps, 1e-8, "AdamW epsilon");
   MHC_FLOAT(train.grad_clip, 1.0, "global gradient norm clip; 0 = off");
+  MHC_FLOAT(train.diverge_loss, 0.0,
+            "a step's training loss above this stops the run as diverged (exit status 3; a "
+            "NaN/Inf loss always does); 0 = 1.5·ln(vocab_size)");
   MHC_INT(train.eval_every, 100, "validate every N steps (and at the end); 0 = only at the end");
   MHC_INT(train.eval_batches, 8, "micro-batches of each periodic evaluation (a fixed subset spread over the validation set)");
   MHC_INT(train.final_eval_batches, 0, "micro-batches of the final evaluation; 0 = the whole validation set");

@@ -165,6 +165,9 @@ void validate_config(const Config& cfg) {
   if (!(t.eps > 0)) fail("config: train.eps must be positive, got {}", t.eps);
   require_non_negative(t.weight_decay, "train.weight_decay");
   require_non_negative(t.grad_clip, "train.grad_clip");
+  if (!(t.diverge_loss >= 0) || !std::isfinite(t.diverge_loss))
+    fail("config: train.diverge_loss must be a finite number >= 0 (0 = 1.5·ln(vocab_size)), got {}",
+         t.diverge_loss);
   if (t.eval_every < 0) fail("config: train.eval_every must be >= 0, got {}", t.eval_every);
   require_positive(t.eval_batches, "train.eval_batches");
   if (t.final_eval_batches < 0)

@@ -14,6 +14,18 @@ class MhcError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// An outcome that ends a command with its own documented exit status (not 1, a user
+// error): e.g. a training run that diverged. main prints the message and returns status.
+class ExitWithStatus : public std::runtime_error {
+ public:
+  ExitWithStatus(int status, const std::string& message)
+      : std::runtime_error(message), status_(status) {}
+  int status() const { return status_; }
+
+ private:
+  int status_;
+};
+
 class InternalError : public std::logic_error {
  public:
   using std::logic_error::logic_error;

@@ -30,6 +30,35 @@ std::vector<int64_t> eval_windows(int64_t total, int64_t count) {
   return w;
 }
 
+BatchMeans batch_means(const std::vector<double>& values) {
+  BatchMeans r;
+  const int64_t count = static_cast<int64_t>(values.size());
+  r.blocks = static_cast<int>(std::min<int64_t>(kSeBlocks, count));
+  r.mean = std::numeric_limits<double>::quiet_NaN();
+  r.se = std::numeric_limits<double>::quiet_NaN();
+  if (count == 0) return r;
+  std::vector<double> sum(static_cast<size_t>(r.blocks), 0.0), n(sum.size(), 0.0);
+  for (int64_t p = 0; p < count; ++p) {
+    const size_t blk = static_cast<size_t>((static_cast<__int128>(p) * r.blocks) / count);
+    sum[blk] += values[static_cast<size_t>(p)];
+    n[blk] += 1;
+  }
+  double total = 0;
+  for (double s : sum) total += s;
+  r.mean = total / static_cast<double>(count);
+  if (r.blocks >= 2) {
+    // Sample variance (blocks − 1 in the denominator) of the block means. Blocks differ
+    // by at most one window in size; each block mean weighs its windows equally.
+    double ss = 0;
+    for (size_t b = 0; b < sum.size(); ++b) {
+      const double mean_b = sum[b] / n[b];
+      ss += (mean_b - r.mean) * (mean_b - r.mean);
+    }
+    r.se = std::sqrt(ss / (r.blocks - 1) / r.blocks);
+  }
+  return r;
+}
+
 EvalResult evaluate(Model& model, const SequenceSampler& sampler,
                     const std::vector<int64_t>& windows, int B, const Tokenizer* tok,
                     Communicator* comm, const EvalBatchHook& after_batch) {
@@ -40,10 +69,9 @@ EvalResult evaluate(Model& model, const SequenceSampler& sampler,
   const int64_t batches = (count + B - 1) / B;
   std::vector<int32_t> in(static_cast<size_t>(B) * T), tgt(in.size()), seq;
   const int32_t doc_start = tok ? tok->document_start_token() : -1;
-  // Sums over this rank's sequences: [0] sequences, [1] bytes, then per SE block the sum
-  // of per-sequence mean losses and the block's sequence count.
-  const int blocks = static_cast<int>(std::min<int64_t>(kSeBlocks, count));
-  std::vector<double> acc(2 + 2 * static_cast<size_t>(std::max(blocks, 1)), 0.0);
+  // This rank's sums: [0] sequences, [1] bytes, then every window's mean loss at its
+  // position (zero for the other ranks' windows; the all-reduce fills them in).
+  std::vector<double> acc(2 + static_cast<size_t>(count), 0.0);
   for (int64_t batch = rank; batch < batches; batch += world) {
     const int64_t first = batch * B;
     const int rows = static_cast<int>(std::min<int64_t>(B, count - first));
@@ -55,13 +83,8 @@ EvalResult evaluate(Model& model, const SequenceSampler& sampler,
     for (int r = 0; r < rows; ++r) {
       double s = 0;
       for (int t = 0; t < T; ++t) s += losses[static_cast<size_t>(r) * T + t];
-      // Window position p belongs to block floor(p * blocks / count): equal blocks of
-      // consecutive windows, the same on every rank.
-      const int64_t p = first + r;
-      const size_t blk = static_cast<size_t>((static_cast<__int128>(p) * blocks) / count);
       acc[0] += 1;
-      acc[2 + 2 * blk] += s / T;
-      acc[3 + 2 * blk] += 1;
+      acc[2 + static_cast<size_t>(first + r)] = s / T;
       if (tok) {
         // A document delimiter stands for no text: it adds no bytes.
         seq.clear();
@@ -76,26 +99,15 @@ EvalResult evaluate(Model& model, const SequenceSampler& sampler,
   }
   if (comm) comm->all_reduce_sum_host(acc.data(), static_cast<int>(acc.size()));
   EvalResult res;
-  const double n = acc[0];
-  res.sequences = static_cast<int64_t>(n);
+  res.sequences = static_cast<int64_t>(acc[0]);
   res.tokens = res.sequences * T;
   res.batches = batches;
   res.bytes = acc[1];
-  double total = 0;
-  for (int b = 0; b < blocks; ++b) total += acc[2 + 2 * static_cast<size_t>(b)];
-  res.loss = n > 0 ? total / n : std::numeric_limits<double>::quiet_NaN();
-  res.se = std::numeric_limits<double>::quiet_NaN();
-  res.se_blocks = blocks;
-  if (blocks >= 2) {
-    // Sample variance (blocks − 1 in the denominator) of the block means. Blocks differ
-    // by at most one window in size; each block mean weighs its windows equally.
-    double ss = 0;
-    for (int b = 0; b < blocks; ++b) {
-      const double mean_b = acc[2 + 2 * static_cast<size_t>(b)] / acc[3 + 2 * static_cast<size_t>(b)];
-      ss += (mean_b - res.loss) * (mean_b - res.loss);
-    }
-    res.se = std::sqrt(ss / (blocks - 1) / blocks);
-  }
+  res.window_losses.assign(acc.begin() + 2, acc.end());
+  const BatchMeans bm = batch_means(res.window_losses);
+  res.loss = bm.mean;
+  res.se = bm.se;
+  res.se_blocks = bm.blocks;
   return res;
 }
 

@@ -30,6 +30,9 @@ struct EvalResult {
   int64_t batches = 0;   // micro-batches read (over all ranks)
   double bytes = 0;      // bytes the target tokens decode to (document delimiters: none);
                          // 0 when no tokenizer was given
+  // Mean loss per token of each evaluated window, in the order of the windows read (the
+  // same on every rank): what a paired comparison of two checkpoints needs.
+  std::vector<double> window_losses;
   double bits_per_token() const;
   double bits_per_byte() const;  // NaN when bytes is 0
 };
@@ -41,6 +44,18 @@ std::vector<int64_t> eval_windows(int64_t total, int64_t count);
 
 // Blocks of consecutive windows the standard error is computed from (see EvalResult::se).
 constexpr int kSeBlocks = 16;
+
+// Mean and batch-means standard error of per-window values (window losses, or the
+// per-window differences of two checkpoints on the same windows): the values, in order,
+// are cut into min(kSeBlocks, count) consecutive blocks (window p in block
+// floor(p * blocks / count)); se = sd(block means) / sqrt(blocks), NaN with fewer than two
+// values. Each value weighs the same in the mean.
+struct BatchMeans {
+  double mean = 0;
+  double se = 0;
+  int blocks = 0;
+};
+BatchMeans batch_means(const std::vector<double>& values);
 
 // Called after each micro-batch's forward with the batch's number (0-based, global).
 using EvalBatchHook = std::function<void(int64_t batch)>;

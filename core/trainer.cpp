@@ -24,6 +24,7 @@
 #include "schedule.h"
 #include "text_util.h"
 #include "tokenizer.h"
+#include "window_losses.h"
 
 namespace mhc {
 namespace fs = std::filesystem;
@@ -134,6 +135,11 @@ class TrainLoop {
   // A metrics record of `type` with its UNIX time stamp and the run's elapsed seconds.
   nlohmann::ordered_json record(const char* type, int64_t step) const;
   std::string save_checkpoint(int64_t step);
+  // A run whose loss went non-finite or above the threshold: one `diverged` record and
+  // an error line; the step's update is not applied and nothing is saved.
+  void record_divergence(int64_t step, double lr, double loss, double grad_norm,
+                         double threshold, TrainResult& result);
+  void write_final_window_losses(int64_t step, const EvalResult& r);
 
   const Config& cfg_;
   const TrainOptions& opts_;
@@ -244,6 +250,46 @@ void TrainLoop::log_eval(int64_t step, const char* split, const EvalResult& r,
   js["bits_per_byte"] = std::isfinite(bpb) ? nlohmann::ordered_json(bpb) : nlohmann::ordered_json();
   js["diagnostics"] = diagnostics;
   metrics_->write(js);
+}
+
+void TrainLoop::record_divergence(int64_t step, double lr, double loss, double grad_norm,
+                                  double threshold, TrainResult& result) {
+  const std::string what =
+      !std::isfinite(loss) ? fmt::format("non-finite loss ({})", loss)
+      : !std::isfinite(grad_norm)
+          ? fmt::format("non-finite gradient norm ({}) at loss {:.4f}", grad_norm, loss)
+          : fmt::format("loss {:.4f} above train.diverge_loss {:.4f}", loss, threshold);
+  const std::string last = ckpt_->latest();
+  result.diverged = true;
+  result.diverged_reason = fmt::format("diverged at step {} (lr {:.3g}): {}", step, lr, what);
+  log_->error("{}; stopping without updating or saving. {}", result.diverged_reason,
+              last.empty() ? std::string("No checkpoint was written yet.")
+                           : "The last good checkpoint is " + last);
+  if (comm_.rank() != 0) return;
+  nlohmann::ordered_json js = record("diverged", step);
+  auto finite_or_null = [](double v) {
+    return std::isfinite(v) ? nlohmann::ordered_json(v) : nlohmann::ordered_json();
+  };
+  js["reason"] = !std::isfinite(loss) ? "nonfinite_loss"
+                 : !std::isfinite(grad_norm) ? "nonfinite_grad_norm" : "loss_above_threshold";
+  js["loss"] = finite_or_null(loss);
+  js["grad_norm"] = finite_or_null(grad_norm);
+  js["lr"] = lr;
+  js["threshold"] = threshold;
+  metrics_->write(js);
+}
+
+void TrainLoop::write_final_window_losses(int64_t step, const EvalResult& r) {
+  if (comm_.rank() != 0) return;
+  WindowLosses w;
+  w.loss = r.window_losses;
+  w.window = final_windows_;
+  w.step = step;
+  w.data = cfg_.data.val;
+  w.tokenizer = cfg_.data.tokenizer;
+  w.seq_len = T_;
+  w.val_windows = val_sampler_->val_windows();
+  write_window_losses(run_dir_ + "/" + kWindowLossesFile, w);
 }
 
 std::string TrainLoop::save_checkpoint(int64_t step) {
@@ -442,6 +488,7 @@ TrainResult TrainLoop::run() {
   bool stop_agreed = false;  // a stop request seen by any rank, agreed at the last step
   double window_comm = 0;
   const bool sharded = this->sharded();
+  const double diverge_loss = divergence_threshold(cfg_);
   while (step < t.steps) {
     if (stop_agreed || (comm_.size() == 1 && opts_.stop_requested && opts_.stop_requested->load())) {
       log_->warn("stop requested (Ctrl-C, SIGTERM, SIGUSR1 or SIGHUP): checkpointing at step {} and "
@@ -480,15 +527,10 @@ TrainResult TrainLoop::run() {
     loss = acc[0] / static_cast<double>(accum_ * comm_.size());
     stop_agreed = acc[1] > 0;
     const double norm = sharded ? std::sqrt(acc[2]) : opt_->grad_norm();
-    if (!std::isfinite(loss) || !std::isfinite(norm)) {
-      // Every rank sees the same reduced values, so every rank stops here together.
-      const std::string last = ckpt_->latest();
-      throw dist::CollectiveError(fmt::format(
-          "non-finite {} ({}) at step {} (lr {:.3g}); stopping without saving. {}",
-          std::isfinite(loss) ? "gradient norm" : "loss", std::isfinite(loss) ? norm : loss,
-          step + 1, lr,
-          last.empty() ? std::string("No checkpoint was written yet.")
-                       : "The last good checkpoint is " + last));
+    // Every rank sees the same reduced values, so every rank stops here together.
+    if (!std::isfinite(loss) || !std::isfinite(norm) || loss > diverge_loss) {
+      record_divergence(step + 1, lr, loss, norm, diverge_loss, result);
+      break;
     }
     opt_->step(lr, norm);
     if (sharded) {
@@ -541,6 +583,7 @@ TrainResult TrainLoop::run() {
       state_.last_val_loss = r.loss;
       result.final_val_loss = r.loss;
       log_eval(step, "full", r, diagnostics);
+      write_final_window_losses(step, r);
     }
     state_.elapsed_s = elapsed_before + seconds_since(run_start);
     if ((t.checkpoint_every > 0 && step % t.checkpoint_every == 0) || last_step)
@@ -559,6 +602,11 @@ TrainResult TrainLoop::run() {
 }
 
 }  // namespace
+
+double divergence_threshold(const Config& cfg) {
+  return cfg.train.diverge_loss > 0 ? cfg.train.diverge_loss
+                                    : 1.5 * std::log(static_cast<double>(cfg.model.vocab_size));
+}
 
 std::string default_run_dir(const Config& cfg) { return cfg.run.dir + "/" + cfg.run.name; }
 

@@ -30,10 +30,22 @@ struct TrainResult {
   std::string run_dir;
   std::string last_checkpoint;
   bool stopped_early = false;       // by a stop request
+  // The loss went NaN/Inf or above train.diverge_loss: the run stopped at that step
+  // without updating the weights or saving, after a `diverged` metrics record.
+  bool diverged = false;
+  std::string diverged_reason;
 };
 
-// Runs the whole training described by cfg. Throws MhcError on bad input or a
-// non-finite loss (after which the last good checkpoint is left intact).
+// Exit status of `mhc train` for a run that diverged (a result, not an error: sweeps
+// record it and go on). 1 is a user error, 2 an internal one.
+inline constexpr int kExitDiverged = 3;
+
+// The training loss above which a run counts as diverged: train.diverge_loss, or
+// 1.5·ln(vocab_size) when that is 0 (an untrained model starts near ln(vocab_size)).
+double divergence_threshold(const Config& cfg);
+
+// Runs the whole training described by cfg. Throws MhcError on bad input. A diverged run
+// returns with `diverged` set (the last good checkpoint is left intact).
 TrainResult train(const Config& cfg, const TrainOptions& options, Communicator& comm,
                   std::shared_ptr<spdlog::logger> log);
 

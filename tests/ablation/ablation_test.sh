@@ -9,6 +9,10 @@
 #   reject  sweep files with an unknown key, an impossible value, a bad type, missing data
 #           or a malformed layout are rejected before any run starts (one error line);
 #           the built-in YAML reader agrees with PyYAML; --slurm submits one job per run
+#   diverge an lr sweep (2 modes x 2 learning rates, one huge, no clipping) on the tiny model:
+#           the huge-lr runs stop early with a `diverged` record and exit status 3, the sweep
+#           goes on and exits 0, the report marks them and draws lr_stability.png, a second
+#           invocation skips them; a NaN loss stops a run the same way
 set -uo pipefail
 mhc=$1
 case_name=$2
@@ -146,12 +150,15 @@ case_reject() {
 
   # The committed sweep files are accepted, and the YAML subset reader (for machines without
   # python3-yaml) reads them as PyYAML does.
-  for f in default_modes default_modes_short; do
-    check "$f.yaml plans 6 runs" sh -c "'$ablate' '$repo/configs/ablations/$f.yaml' --mhc '$mhc' --plan --runs-dir plan $(printf "'%s' " "${data[@]}") >plan_$f.txt && test \$(grep -c ' new ' plan_$f.txt) -eq 6"
+  for f in default_modes:9 default_modes_short:6; do
+    local n=${f#*:}
+    f=${f%:*}
+    check "$f.yaml plans $n runs" sh -c "'$ablate' '$repo/configs/ablations/$f.yaml' --mhc '$mhc' --plan --runs-dir plan $(printf "'%s' " "${data[@]}") >plan_$f.txt && test \$(grep -c ' new ' plan_$f.txt) -eq $n"
     MHC_ABLATE_NO_PYYAML=1 "$ablate" "$repo/configs/ablations/$f.yaml" --mhc "$mhc" --plan --runs-dir plan "${data[@]}" >plan_${f}_subset.txt 2>&1
     check "$f.yaml: built-in YAML reader agrees with PyYAML" cmp -s plan_$f.txt plan_${f}_subset.txt
   done
-  check "variants.yaml plans 16 runs" sh -c "'$ablate' '$repo/configs/ablations/variants.yaml' --mhc '$mhc' --plan --runs-dir plan $(printf "'%s' " "${data[@]}") >plan_variants.txt && test \$(grep -c ' new ' plan_variants.txt) -eq 16"
+  check "lr_stability.yaml plans 50 runs" sh -c "'$ablate' '$repo/configs/ablations/lr_stability.yaml' --mhc '$mhc' --plan --runs-dir plan $(printf "'%s' " "${data[@]}") | grep -c ' new ' | grep -qx 50"
+  check "variants.yaml plans 24 runs" sh -c "'$ablate' '$repo/configs/ablations/variants.yaml' --mhc '$mhc' --plan --runs-dir plan $(printf "'%s' " "${data[@]}") >plan_variants.txt && test \$(grep -c ' new ' plan_variants.txt) -eq 24"
   MHC_ABLATE_NO_PYYAML=1 "$ablate" "$repo/configs/ablations/variants.yaml" --mhc "$mhc" --plan --runs-dir plan "${data[@]}" >plan_variants_subset.txt 2>&1
   check "variants.yaml: built-in YAML reader agrees with PyYAML" cmp -s plan_variants.txt plan_variants_subset.txt
   check "variants.yaml: the mhc-v4 runs get all three of its keys" grep -q "variant-mhc-v4_seed-1 .*residual.mode=mhc --set residual.mhc.numerics=deepseek_v4 --set residual.collapse=learned" plan_variants.txt
@@ -185,14 +192,79 @@ SH
   chmod +x fakebin/sbatch
   SBATCH_LOG="$work/sbatch.log" PATH="$work/fakebin:$PATH" "$ablate" "$repo/configs/ablations/default_modes.yaml" \
     --mhc "$mhc" --runs-dir slurm_runs "${data[@]}" --slurm --sbatch-arg=--gres=gpu:1 >slurm.out 2>&1
-  check "--slurm submits 6 jobs with the extra sbatch arguments" sh -c "test \$(grep -c -- '--gres=gpu:1 .*job.sh' sbatch.log) -eq 6"
+  check "--slurm submits 9 jobs with the extra sbatch arguments" sh -c "test \$(grep -c -- '--gres=gpu:1 .*job.sh' sbatch.log) -eq 9"
   check "each job script runs srun mhc train --resume auto" grep -q \
     "^srun .*mhc train -c .*--run-dir slurm_runs/default_modes/mode-hc_seed-2 --resume auto\$" \
     slurm_runs/default_modes/mode-hc_seed-2/job.sh
 }
 
+case_diverge() {
+  local runs="$work/runs"
+  {
+    echo "name: diverge"
+    echo "base: [configs/default.yaml, tests/e2e/tiny.yaml]"
+    printf 'set:\n  train.steps: 24\n  train.warmup: 4\n  train.eval_every: 8\n  train.eval_batches: 2\n'
+    printf '  train.final_eval_batches: 8\n  train.grad_clip: 0.0\n  train.min_lr: 0.0\n  train.checkpoint_every: 24\n'
+    printf 'axes:\n  residual.mode: [baseline, mhc]\n  train.lr: [1.0e-3, 10.0]\n  run.seed: [1]\n'
+  } >diverge.yaml
+  local common=(--mhc "$mhc" --runs-dir "$runs" "${data[@]}")
+  "$ablate" diverge.yaml "${common[@]}" >ablate.out 2>&1
+  local rc=$?
+  cat ablate.out
+  check "the sweep with diverging runs exits 0" test "$rc" -eq 0
+  check "both lr-10 runs are reported as diverged" test "$(grep -c 'lr-10.*: DIVERGED at step' ablate.out)" -eq 2
+  check "both lr-0.001 runs finish" test "$(grep -c 'lr-0.001.*: done in' ablate.out)" -eq 2
+  check "the summary counts 2 diverged, 0 failed" grep -q "4 runs, 0 failed, 2 diverged" ablate.out
+  local div="$runs/diverge/mode-mhc_lr-10.0_seed-1"
+  check "diverged runs stop early with a diverged record, no checkpoint, no window file" python3 - "$runs/diverge" <<'PY'
+import glob, json, os, sys
+for run in glob.glob(os.path.join(sys.argv[1], "*lr-10_*")):
+    recs = [json.loads(l) for l in open(os.path.join(run, "metrics.jsonl"))]
+    last = recs[-1]
+    assert last["type"] == "diverged", (run, last)
+    assert last["step"] < 24 and last["reason"] in ("loss_above_threshold", "nonfinite_loss", "nonfinite_grad_norm"), last
+    assert last["threshold"] > 8.3 and last["threshold"] < 8.4, last   # 1.5 ln 256
+    assert last["reason"] != "loss_above_threshold" or last["loss"] > last["threshold"], last
+    assert not any(r["type"] == "eval" and r.get("split") == "full" for r in recs), run
+    assert not glob.glob(os.path.join(run, "checkpoints", "step_*")), run
+    assert not os.path.exists(os.path.join(run, "final_eval_windows.safetensors")), run
+print("diverged records ok")
+PY
+  check "the diverged metrics.jsonl is documented" python3 "$here/../e2e/check_metrics_doc.py" "$div/metrics.jsonl" "$repo/docs/metrics.md"
+  local out="$runs/diverge/report"
+  check "report wrote lr_stability.png" test -s "$out/lr_stability.png"
+  check "report marks the diverged runs and has the lr table" python3 - "$out/table.md" <<'PY'
+import sys
+text = open(sys.argv[1]).read()
+assert "## Learning-rate stability" in text, text
+for mode in ("baseline", "mhc"):
+    row = [l for l in text.splitlines() if l.startswith("| %s | " % mode) and "**div**" in l]
+    assert row, (mode, text)
+    assert "| 0.001 | 0.001 |" in row[0], row[0]   # best lr, largest stable lr
+runs = [l for l in text.splitlines() if l.startswith("| mode-") and "lr-10.0_" in l]
+assert len(runs) == 2 and all("**diverged at step" in l for l in runs), runs
+print("report ok")
+PY
+  "$ablate" diverge.yaml "${common[@]}" --no-report >again.out 2>&1
+  check "a second invocation skips the diverged runs" test "$(grep -c 'diverged (step [0-9]*), skipped' again.out)" -eq 2
+  # mhc train itself: exit status 3 and one line naming the step, for a loss above the
+  # threshold and for a NaN (the threshold out of the way).
+  "$mhc" train -c "$repo/configs/default.yaml" -c "$repo/tests/e2e/tiny.yaml" "${data[@]}" --set train.lr=10 \
+    --set train.grad_clip=0 --run-dir direct >direct.out 2>direct.err
+  rc=$?
+  cat direct.err
+  check "mhc train of a diverging run exits 3" test "$rc" -eq 3
+  check "its last stderr line says where it diverged" sh -c "tail -n 1 direct.err | grep -q '^mhc train: diverged at step [0-9]* (lr .*exit status 3)'"
+  "$mhc" train -c "$repo/configs/default.yaml" -c "$repo/tests/e2e/tiny.yaml" "${data[@]}" --set train.lr=1e8 \
+    --set train.warmup=1 --set train.grad_clip=0 --set train.diverge_loss=1e300 --run-dir nan >nan.out 2>nan.err
+  rc=$?
+  check "a NaN loss stops the run with exit 3 and reason nonfinite_loss" sh -c \
+    "test $rc -eq 3 && tail -n 1 nan/metrics.jsonl | grep -q '\"reason\":\"nonfinite_loss\",\"loss\":null'"
+}
+
 case "$case_name" in
   sweep) case_sweep ;;
+  diverge) case_diverge ;;
   reject) case_reject ;;
   *) echo "unknown case $case_name"; exit 2 ;;
 esac

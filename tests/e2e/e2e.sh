@@ -240,7 +240,85 @@ print("variant exports ok")
 PY
 }
 
+# mhc eval --compare on two tiny checkpoints: its delta and paired SE against numpy's
+# arithmetic on the per-window losses both runs' final evaluations left behind, the report's
+# paired table agreeing, and checkpoints that would not read the same windows refused.
+case_compare() {
+  make_corpus
+  train_tiny base --set residual.mode=baseline >/dev/null 2>&1
+  check "train baseline (exit $?)" test -s base/metrics.jsonl
+  train_tiny mhc --set residual.mode=mhc >/dev/null 2>&1
+  check "train mhc (exit $?)" test -s mhc/metrics.jsonl
+  check "training left the per-window losses of its final evaluation" \
+    test -s base/final_eval_windows.safetensors -a -s mhc/final_eval_windows.safetensors
+  "$mhc" eval --checkpoint base --compare mhc --threads 1 --json cmp.json >cmp.out 2>&1
+  check "eval --compare (exit $?)" grep -q "^delta B - A: .* ± .*paired" cmp.out
+  cat cmp.out
+  check "delta and delta_se = numpy on the runs' per-window losses; each loss = its run's final eval" \
+    /usr/bin/python3 - cmp.json base mhc <<'PY'
+import json, struct, sys
+import numpy as np
+
+def window_losses(run):
+    blob = open(run + "/final_eval_windows.safetensors", "rb").read()
+    n = struct.unpack("<Q", blob[:8])[0]
+    h = json.loads(blob[8:8 + n])
+    lo, hi = h["window_loss"]["data_offsets"]
+    return np.frombuffer(blob[8 + n + lo:8 + n + hi], dtype="<f8")
+
+def final(run):
+    return [r for r in map(json.loads, open(run + "/metrics.jsonl")) if r.get("split") == "full"][-1]
+
+got = json.load(open(sys.argv[1]))
+a, b = window_losses(sys.argv[2]), window_losses(sys.argv[3])
+d = b - a
+n = len(d)
+block = (np.arange(n) * 16) // n              # window p in block floor(16 p / n)
+means = np.array([d[block == k].mean() for k in range(16)])
+se = means.std(ddof=1) / np.sqrt(16)
+# mhc eval's forward and training's final one agree to ~1e-9 relative per window (as the
+# single-checkpoint test above allows), so a difference of ~0.03 and its SE agree to ~1e-7.
+assert abs(got["delta"] - d.mean()) < 1e-7, (got["delta"], d.mean())
+assert abs(got["delta_se"] - se) < 1e-7, (got["delta_se"], se)
+assert se < 0.5 * got["unpaired_se"], (se, got["unpaired_se"])
+for key, run in (("loss_a", sys.argv[2]), ("loss_b", sys.argv[3])):
+    assert abs(got[key] - final(run)["val_loss"]) < 1e-9, (key, got[key], final(run))
+assert got["tokens"] == final(sys.argv[2])["val_tokens"] == n * 64, got["tokens"]
+print("paired: delta %+.5f +- %.5f (unpaired %.5f), %d windows" % (d.mean(), se, got["unpaired_se"], n))
+PY
+  "$mhc" eval --checkpoint base --compare mhc --threads 1 --batches 4 --json part.json >/dev/null 2>&1
+  check "--batches 4: 4 micro-batches of 8 windows" python3 -c "
+import json; g = json.load(open('part.json')); assert g['tokens'] == 4 * 8 * 64 and not g['whole_set'], g"
+  check "report: the paired row matches eval --compare" sh -c "
+    '$repo/scripts/report' base mhc --out rep --no-heatmaps >rep.out 2>&1 &&
+    python3 - cmp.json rep/table.md <<'PY'
+import json, sys
+got = json.load(open(sys.argv[1]))
+row = [l for l in open(sys.argv[2]) if l.startswith('| mhc |') and 'seed 1337:' in l]
+assert row, open(sys.argv[2]).read()
+want = 'seed 1337: %+.4f ± %.4f' % (got['delta'], got['delta_se'])
+assert want in row[0], (want, row[0])
+print('report row ok:', want)
+PY"
+  # Refused: another seq_len (other windows), other validation data (unless --data).
+  train_tiny short --set model.seq_len=32 --set train.steps=2 --set train.eval_every=0 \
+    --set train.final_eval_batches=1 --set train.warmup=1 >/dev/null 2>&1
+  "$mhc" eval --checkpoint base --compare short >refuse1.out 2>&1
+  check "another seq_len is refused in one line (exit $?)" sh -c \
+    "test \$(grep -c '' refuse1.out) -eq 1 && grep -q '^error: --compare .*seq_len 32 differ.* 64' refuse1.out"
+  mkdir -p other && cp corpus/*_val_*.bin other/
+  "$mhc" train -c "$repo/tests/e2e/tiny.yaml" --set "data.train=$work/corpus/*_train_*.bin" \
+    --set "data.val=$work/other/*_val_*.bin" --set train.steps=2 --set train.eval_every=0 \
+    --set train.final_eval_batches=1 --set train.warmup=1 --run-dir otherval >/dev/null 2>&1
+  "$mhc" eval --checkpoint base --compare otherval >refuse2.out 2>&1
+  check "other validation data is refused in one line (exit $?)" sh -c \
+    "test \$(grep -c '' refuse2.out) -eq 1 && grep -q '^error: --compare .*data.val=.*other.*differs.*--data' refuse2.out"
+  check "... and accepted with --data" sh -c "'$mhc' eval --checkpoint base --compare otherval --batches 1 \
+    --data '$work/corpus/*_val_*.bin' | grep -q '^delta B - A'"
+}
+
 case "$case_name" in
+  compare) case_compare ;;
   train_baseline) case_train baseline ;;
   train_hc) case_train hc ;;
   train_mhc) case_train mhc ;;

@@ -5,10 +5,12 @@
 # shared machine) with the range, plus tokens/s relative to the same binary's baseline.
 #
 #   scripts/bench_cpu_variants.sh [--mhc BIN]... [--rounds 3] [--threads 2] [--steps 5]
-#                                 [--warmup 2] [--config FILE] [--set key=value]...
+#                                 [--warmup 2] [--config FILE] [--shape variants|config]
+#                                 [--set key=value]...
 #
 # Default shape: the variants sweep's (configs/ablations/variants.yaml: 16 blocks, d = 64,
-# T = 64, n = 4) on configs/default.yaml's micro-batch. Default binary: build/mhc.
+# T = 64, n = 4) on configs/default.yaml's micro-batch; --shape config keeps the config's
+# own model. Default binary: build/mhc.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BINS=()
@@ -17,8 +19,10 @@ THREADS=2
 STEPS=5
 WARMUP=2
 CONFIG="$ROOT/configs/default.yaml"
-SETS=(--set model.d_model=64 --set model.n_layer=16 --set model.n_head=4 --set model.seq_len=64
-      --set residual.n=4 --set train.device=cpu)
+VARIANTS_SHAPE=(--set model.d_model=64 --set model.n_layer=16 --set model.n_head=4
+                --set model.seq_len=64 --set residual.n=4)
+SHAPE=variants
+SETS=(--set train.device=cpu)
 die() { echo "bench_cpu_variants.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -28,8 +32,9 @@ while [ $# -gt 0 ]; do
     --steps) STEPS=$2; shift 2 ;;
     --warmup) WARMUP=$2; shift 2 ;;
     --config) CONFIG=$2; shift 2 ;;
+    --shape) SHAPE=$2; shift 2 ;;
     --set) SETS+=(--set "$2"); shift 2 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
 done
@@ -37,6 +42,11 @@ done
 for b in "${BINS[@]}"; do [ -x "$b" ] || die "--mhc $b: not an executable file"; done
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "--rounds $ROUNDS: must be a positive integer"
 [ -f "$CONFIG" ] || die "--config $CONFIG: no such file"
+case "$SHAPE" in
+  variants) SETS+=("${VARIANTS_SHAPE[@]}") ;;
+  config) ;;
+  *) die "--shape $SHAPE: allowed are variants, config" ;;
+esac
 
 # name | overrides (as in configs/ablations/variants.yaml)
 VARIANTS=(

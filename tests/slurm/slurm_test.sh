@@ -164,19 +164,50 @@ preempt_steps() {
     --set train.checkpoint_every=0 --set train.keep_last=0
 }
 
+# job_tasks ID: pids of the mhc tasks of job ID in this case's cluster.
+job_tasks() {
+  local p
+  for p in $(harness_processes "$work"); do
+    [ "$(cat "/proc/$p/comm" 2>/dev/null)" = mhc ] || continue
+    tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "SLURM_JOB_ID=$1" && echo "$p"
+  done
+}
+
+# hold_until_signal ID: stops job ID's tasks (SIGSTOP) once they train, until the job's
+# script has logged Slurm's USR1, then lets them go on (SIGCONT; the forwarded USR1 waits,
+# pending, until then). However fast or slow the machine, the signal lands mid-run.
+hold_until_signal() {
+  local id=$1 t0=$SECONDS tasks
+  wait_step split 10 120 || { echo "the time-limited job never reached step 10"; return 1; }
+  tasks=$(job_tasks "$id")
+  [ -n "$tasks" ] || { echo "no task of job $id to hold"; return 1; }
+  # shellcheck disable=SC2086  # one pid per word
+  kill -STOP $tasks
+  until grep -q 'train.sbatch: SIGUSR1' "$work/split.out" 2>/dev/null; do
+    [ $((SECONDS - t0)) -ge 90 ] && break
+    sleep 0.5
+  done
+  # shellcheck disable=SC2086
+  kill -CONT $tasks
+  echo "held job $id's tasks ($(echo $tasks)) for $((SECONDS - t0)) s, until Slurm's USR1"
+  grep -q 'train.sbatch: SIGUSR1' "$work/split.out"
+}
+
 case_time_limit() {
-  local n=2000
+  local n=600
   read -ra steps < <(preempt_steps $n)
   local ref id
   ref=$(submit straight -- "${steps[@]}")
   # Slurm checks time limits on a 30 s period and sends the signal up to one period early,
-  # so USR1@25 on a 1-minute limit arrives 5-35 s into each run: after start-up, and well
-  # before the end of 2000 steps (46 s for 1500 on 2 idle cores here).
+  # so USR1@25 on a 1-minute limit arrives 5-35 s into each run. The first run is held
+  # (hold_until_signal) until the signal is there, so that it lands mid-run on any machine;
+  # a requeued run that ends before its own signal simply completes.
   id=$(submit split --time=1 --signal=B:USR1@25 --requeue -- "${steps[@]}")
   echo "submitted jobs $ref (uninterrupted) and $id (1-minute limit)"
   local state
   state=$(wait_job "$ref" 300)
   check "the uninterrupted job completed (state $state)" test "$state" = COMPLETED
+  check "Slurm's USR1 reached the time-limited job mid-run" hold_until_signal "$id"
   state=$(wait_job "$id" 600)
   show_job_output split
   check "the time-limited job completed (state $state)" test "$state" = COMPLETED

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 
 #include "error.h"
@@ -28,6 +29,28 @@ int parse_int(const Getenv& env, const char* name, int fallback, bool required =
   if (errno != 0 || end == v || *end != '\0' || x < 0 || x > 1 << 24)
     fail("environment variable {}='{}' is not a non-negative integer", name, v);
   return static_cast<int>(x);
+}
+
+// This node's task count from Slurm's per-node list, "2(x3),1" = 2,2,2,1: entry `node`
+// (SLURM_NODEID). Uneven layouts (--ntasks=3 on 2 nodes: "2,1") differ per node.
+int tasks_on_node(const char* name, const std::string& list, int node) {
+  int seen = 0;
+  size_t pos = 0;
+  while (pos < list.size()) {
+    const size_t end = std::min(list.find(',', pos), list.size());
+    const std::string item = list.substr(pos, end - pos);
+    int count = 0, repeat = 1;
+    char tail = '\0';
+    const int got = std::sscanf(item.c_str(), "%d(x%d%c", &count, &repeat, &tail);
+    const bool ok = (got == 1 && item.find('(') == std::string::npos) || (got == 3 && tail == ')');
+    if (!ok || count < 1 || repeat < 1)
+      fail("environment variable {}='{}' is not a Slurm task list like 2(x3),1", name, list);
+    if (node < seen + repeat) return count;
+    seen += repeat;
+    pos = end + 1;
+  }
+  fail("environment variable {}='{}' lists {} node(s), but SLURM_NODEID is {}", name, list, seen,
+       node);
 }
 
 }  // namespace
@@ -77,10 +100,9 @@ RankEnv detect_rank_env(const Getenv& env) {
     e.local_rank = parse_int(env, "SLURM_LOCALID", 0);
     e.local_size = 1;
     if (has(env, "SLURM_STEP_TASKS_PER_NODE") || has(env, "SLURM_TASKS_PER_NODE")) {
-      // "4(x2)" or "4,3": the first number is this node's count on homogeneous jobs.
-      const char* v = has(env, "SLURM_STEP_TASKS_PER_NODE") ? env("SLURM_STEP_TASKS_PER_NODE")
-                                                             : env("SLURM_TASKS_PER_NODE");
-      e.local_size = std::max(1, std::atoi(v));
+      const char* name = has(env, "SLURM_STEP_TASKS_PER_NODE") ? "SLURM_STEP_TASKS_PER_NODE"
+                                                                : "SLURM_TASKS_PER_NODE";
+      e.local_size = tasks_on_node(name, env(name), parse_int(env, "SLURM_NODEID", 0));
     }
   }
   if (e.size < 1) fail("{} variables give a world size of {}", e.source, e.size);

@@ -70,12 +70,14 @@ std::string RankEnv::describe() const {
 
 RankEnv detect_rank_env(const Getenv& env) {
   RankEnv e;
+  bool local_size_given = false;  // from a variable, not a default
   if (has(env, "RANK") && has(env, "WORLD_SIZE")) {
     e.source = "torchrun";
     e.rank = parse_int(env, "RANK", 0, true);
     e.size = parse_int(env, "WORLD_SIZE", 1, true);
     e.local_rank = parse_int(env, "LOCAL_RANK", e.rank);
     e.local_size = parse_int(env, "LOCAL_WORLD_SIZE", e.size);
+    local_size_given = has(env, "LOCAL_WORLD_SIZE");
   } else if (has(env, "OMPI_COMM_WORLD_RANK") && has(env, "OMPI_COMM_WORLD_SIZE")) {
     e.source = "openmpi";
     e.mpi_launcher = true;
@@ -83,6 +85,7 @@ RankEnv detect_rank_env(const Getenv& env) {
     e.size = parse_int(env, "OMPI_COMM_WORLD_SIZE", 1, true);
     e.local_rank = parse_int(env, "OMPI_COMM_WORLD_LOCAL_RANK", 0);
     e.local_size = parse_int(env, "OMPI_COMM_WORLD_LOCAL_SIZE", 1);
+    local_size_given = has(env, "OMPI_COMM_WORLD_LOCAL_SIZE");
   } else if (has(env, "PMI_RANK") && has(env, "PMI_SIZE")) {
     e.source = "pmi";
     e.mpi_launcher = true;
@@ -103,12 +106,18 @@ RankEnv detect_rank_env(const Getenv& env) {
       const char* name = has(env, "SLURM_STEP_TASKS_PER_NODE") ? "SLURM_STEP_TASKS_PER_NODE"
                                                                 : "SLURM_TASKS_PER_NODE";
       e.local_size = tasks_on_node(name, env(name), parse_int(env, "SLURM_NODEID", 0));
+      local_size_given = true;
     }
   }
   if (e.size < 1) fail("{} variables give a world size of {}", e.source, e.size);
   if (e.rank >= e.size)
     fail("{} variables give rank {} but a world size of {}", e.source, e.rank, e.size);
   if (e.local_size < 1) e.local_size = 1;
+  // A local rank past its node's task count means the launcher's variables disagree (or
+  // are read wrongly); two ranks would then drive the same GPU.
+  if (local_size_given && e.local_rank >= e.local_size)
+    fail("{} variables give local rank {} but {} rank(s) on this node", e.source, e.local_rank,
+         e.local_size);
   if (has(env, "MASTER_ADDR")) e.master_addr = env("MASTER_ADDR");
   if (has(env, "MASTER_PORT")) {
     e.master_port = parse_int(env, "MASTER_PORT", 0);

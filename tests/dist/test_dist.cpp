@@ -69,6 +69,15 @@ TEST(RankEnv, SlurmLocalSizeIsThisNodesEntryOfAnUnevenList) {
   };
   EXPECT_NE(message("2,1", "2").find("lists 2 node(s), but SLURM_NODEID is 2"), std::string::npos);
   EXPECT_NE(message("2(x", "0").find("SLURM_STEP_TASKS_PER_NODE='2(x'"), std::string::npos);
+  // SLURM_LOCALID past this node's count: the variables disagree.
+  try {
+    env_of({{"SLURM_PROCID", "2"}, {"SLURM_STEP_NUM_TASKS", "3"}, {"SLURM_LOCALID", "2"},
+            {"SLURM_STEP_TASKS_PER_NODE", "2,1"}, {"SLURM_NODEID", "1"}});
+    ADD_FAILURE() << "no error";
+  } catch (const MhcError& e) {
+    EXPECT_NE(std::string(e.what()).find("local rank 2 but 1 rank(s) on this node"), std::string::npos)
+        << e.what();
+  }
 }
 
 TEST(RankEnv, TorchrunVariablesWinOverTheSlurmAllocation) {

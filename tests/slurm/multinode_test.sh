@@ -4,10 +4,12 @@
 # one case per ctest entry:
 #   multinode_test.sh MHC_BINARY CASE WORK_DIR [RELOCATABLE_MHC]
 # Cases:
-#   submit      --nodes=3 --ntasks-per-node=1, and --nodes=2 --ntasks=3 (2 + 1 tasks) run
-#               by the relocatable binary when one is given: both complete, rank 0 alone
-#               writes, the log names every rank's host, and the loss curve equals one
-#               process with the same global batch (<= 1e-5 relative per step)
+#   submit      --nodes=3 --ntasks-per-node=1, and --nodes=2 --ntasks=3 (2 + 1 tasks):
+#               both complete, rank 0 alone writes, the log names every rank's host, and
+#               the loss curve equals one process with the same global batch (<= 1e-5
+#               relative per step)
+#   reloc       the uneven job of `submit`, run by RELOCATABLE_MHC (ctest label reloc,
+#               after reloc_mhc has built it)
 #   mpi         the same 3-node job launched by mpirun inside the allocation
 #               (MHC_LAUNCHER=mpirun): dist.backend=auto picks MPI and says so
 #   time_limit  --time=1 --signal=B:USR1@25 --requeue on 3 nodes: checkpoint on the signal,
@@ -71,21 +73,32 @@ check_job() {
 short_run=(--set train.steps=30 --set train.eval_every=15 --set train.log_every=1
            --set train.checkpoint_every=0)
 
+# uneven_job: 3 ranks on 2 nodes (2 + 1), run by $MHC_BIN.
+uneven_job() {
+  local id
+  # train.sbatch asks for 8 tasks per node; 2 (the CPUs of a node) is the most here.
+  id=$(submit uneven --nodes=2 --ntasks=3 --ntasks-per-node=2 -- "${short_run[@]}")
+  check_job uneven "$id" 3 "0-1 on node1, 2 on node2"
+  check "$MHC_BIN ran it" grep -q "train.sbatch: .* running $MHC_BIN," "$work/uneven.out"
+}
+
 case_submit() {
   check "single process" "$mhc" train "${common[@]}" "${short_run[@]}" --run-dir "$work/single" 2>/dev/null
   local id
   id=$(submit even "${three_nodes[@]}" -- "${short_run[@]}")
   check_job even "$id" 3 "0 on node1, 1 on node2, 2 on node3"
-  if [ -n "$reloc_mhc" ]; then
-    export MHC_BIN=$reloc_mhc
-    echo "the uneven job runs the relocatable binary $reloc_mhc"
+  uneven_job
+}
+
+case_reloc() {
+  if [ ! -x "$reloc_mhc" ]; then
+    check "the relocatable binary ${reloc_mhc:-(none given)} exists (reloc_mhc builds it)" false
+    return
   fi
-  # train.sbatch asks for 8 tasks per node; 2 (the CPUs of a node) is the most here.
-  id=$(submit uneven --nodes=2 --ntasks=3 --ntasks-per-node=2 -- "${short_run[@]}")
-  check_job uneven "$id" 3 "0-1 on node1, 2 on node2"
-  [ -n "$reloc_mhc" ] && check "the relocatable binary ran the uneven job" \
-    grep -q "train.sbatch: .* running $reloc_mhc" "$work/uneven.out"
-  export MHC_BIN=$mhc
+  check "single process (the regular build)" "$mhc" train "${common[@]}" "${short_run[@]}" \
+    --run-dir "$work/single" 2>/dev/null
+  export MHC_BIN=$reloc_mhc
+  uneven_job
 }
 
 case_mpi() {

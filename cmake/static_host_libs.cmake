@@ -7,6 +7,8 @@
 # the cache results of the OpenBLAS and libgomp searches, so nothing else changes.
 #
 #   yaml-cpp   libyaml-cpp.a (Debian ships it)
+#   xxHash     libxxhash.a (Debian's libxxhash-dev ships it), via the MHC_XXHASH_LIB cache
+#              entry that the top-level find_library() then keeps
 #   fmt        header-only (FMT_HEADER_ONLY): Debian ships no libfmt.a
 #   spdlog     header-only (SPDLOG_HEADER_ONLY): Debian ships no libspdlog.a
 #   OpenBLAS   openblas-openmp/libopenblas.a + libgfortran.a + libquadmath.a (its LAPACK
@@ -56,6 +58,10 @@ find_package(Threads REQUIRED)
 mhc_require_archive(_mhc_yaml libyaml-cpp.a)
 add_library(yaml-cpp STATIC IMPORTED)
 set_target_properties(yaml-cpp PROPERTIES IMPORTED_LOCATION "${_mhc_yaml}")
+
+# ---- xxHash (checkpoint checksums) ----------------------------------------------------
+mhc_require_archive(_mhc_xxhash libxxhash.a)
+set(MHC_XXHASH_LIB "${_mhc_xxhash}" CACHE FILEPATH "libxxhash (static, MHC_STATIC_HOST_LIBS)" FORCE)
 
 # ---- fmt and spdlog, header-only ------------------------------------------------------
 # The definitions are directory-wide so every translation unit (C++ and CUDA) sees the

@@ -44,7 +44,7 @@ std::unique_ptr<Communicator> make_mpi_checked(const dist::RankEnv& env) {
 #if defined(MHC_WITH_CUDA) && !defined(MHC_CUDA_EMULATED)
 // The host communicator an NCCL job bootstraps over.
 std::unique_ptr<Communicator> bootstrap_comm(const dist::RankEnv& env, double timeout_s,
-                                             std::string* how) {
+                                             double collective_timeout_s, std::string* how) {
   if (env.size == 1) {
     *how = "single process";
     return std::make_unique<SingleProcessComm>();
@@ -54,7 +54,7 @@ std::unique_ptr<Communicator> bootstrap_comm(const dist::RankEnv& env, double ti
     return make_mpi_checked(env);
   }
   *how = "TCP rendezvous at MASTER_ADDR:MASTER_PORT";
-  return std::make_unique<dist::TcpComm>(env, timeout_s);
+  return std::make_unique<dist::TcpComm>(env, timeout_s, collective_timeout_s);
 }
 #endif
 
@@ -90,7 +90,7 @@ CommChoice make_communicator(const Config& cfg, const dist::RankEnv& env) {
       fail("dist.backend{} needs NCCL, but this binary was built without it (install NCCL and "
            "rebuild)", want == "auto" ? "=auto with GPUs" : "=nccl");
     std::string how;
-    std::unique_ptr<Communicator> host = bootstrap_comm(env, cfg.dist.timeout_s, &how);
+    std::unique_ptr<Communicator> host = bootstrap_comm(env, cfg.dist.timeout_s, cfg.dist.collective_timeout_s, &how);
     out.comm = make_nccl_comm(std::move(host), cuda_device_for_local_rank(env.local_rank),
                               cfg.dist.timeout_s, cfg.dist.collective_timeout_s);
     out.reason = fmt::format("dist.backend={}: {} ranks on GPUs -> {} (bootstrap: {})", want, world,
@@ -114,7 +114,7 @@ CommChoice make_communicator(const Config& cfg, const dist::RankEnv& env) {
     fail("{} ranks were started by an MPI launcher, but this binary was built without MPI: "
          "rebuild with Open MPI (libopenmpi-dev), or launch with torchrun-style variables and "
          "MASTER_ADDR/MASTER_PORT", world);
-  out.comm = std::make_unique<dist::TcpComm>(env, cfg.dist.timeout_s);
+  out.comm = std::make_unique<dist::TcpComm>(env, cfg.dist.timeout_s, cfg.dist.collective_timeout_s);
   out.reason = fmt::format("dist.backend=auto: {} CPU ranks without MPI ({}) -> {}", world,
                            why_not_gpu, out.comm->name());
   return out;

@@ -260,7 +260,8 @@ std::vector<Field> build_schema() {
   MHC_CHOICE(dist.reduce_dtype, "fp32", "gradient all-reduce precision", "fp32", "bf16");
   MHC_FLOAT(dist.timeout_s, 300.0, "seconds to wait for peers at bootstrap");
   MHC_FLOAT(dist.collective_timeout_s, 900.0,
-            "seconds a GPU collective may take before the job is ended (a peer died)");
+            "seconds a collective (NCCL, or TCP between CPU ranks) may wait for a peer before the job is "
+            "ended (the peer or its node died)");
   return f;
 }
 

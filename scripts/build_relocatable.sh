@@ -18,7 +18,8 @@
 #   - glibc stays dynamic: the target host needs glibc >= this build host's (Debian 12:
 #     2.36). Build on an older distribution for older hosts.
 #   - MPI is not linked: `dist.backend: mpi` is unavailable; multi-node runs bootstrap
-#     NCCL over TCP (MASTER_ADDR/MASTER_PORT, or Slurm's environment).
+#     NCCL over TCP (MASTER_ADDR/MASTER_PORT, or Slurm's environment), and CPU ranks talk
+#     over TCP (tests/slurm/multinode_test.sh runs it on a 3-node Slurm cluster).
 #   - fmt and spdlog are compiled header-only (Debian ships no static archives of them).
 #   - cuBLAS/cuBLASLt/cuDNN/NCCL stay shared and must be the CUDA 13 generation used here;
 #     NCCL and cuDNN themselves need libstdc++.so.6 and libgcc_s.so.1 (every glibc
@@ -55,6 +56,13 @@ binaries=(mhc)
 if ((suite)); then
   targets+=(mhc_unit_tests bench_connections)
   binaries+=(tests/mhc_unit_tests cuda/bench/bench_connections)
+fi
+# ccache, where installed and not chosen otherwise, makes a rebuild (CI's reloc_mhc) cheap.
+if command -v ccache >/dev/null 2>&1; then
+  for lang in C CXX CUDA; do
+    var="CMAKE_${lang}_COMPILER_LAUNCHER"
+    [ -n "${!var:-}" ] || export "$var=ccache"
+  done
 fi
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DMHC_STATIC_HOST_LIBS=ON \
   -DMHC_NATIVE=OFF -DMHC_BUILD_TESTS=$( ((suite)) && echo ON || echo OFF) "${cmake_args[@]}"

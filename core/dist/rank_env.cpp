@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 
 #include "error.h"
@@ -30,6 +31,28 @@ int parse_int(const Getenv& env, const char* name, int fallback, bool required =
   return static_cast<int>(x);
 }
 
+// This node's task count from Slurm's per-node list, "2(x3),1" = 2,2,2,1: entry `node`
+// (SLURM_NODEID). Uneven layouts (--ntasks=3 on 2 nodes: "2,1") differ per node.
+int tasks_on_node(const char* name, const std::string& list, int node) {
+  int seen = 0;
+  size_t pos = 0;
+  while (pos < list.size()) {
+    const size_t end = std::min(list.find(',', pos), list.size());
+    const std::string item = list.substr(pos, end - pos);
+    int count = 0, repeat = 1;
+    char tail = '\0';
+    const int got = std::sscanf(item.c_str(), "%d(x%d%c", &count, &repeat, &tail);
+    const bool ok = (got == 1 && item.find('(') == std::string::npos) || (got == 3 && tail == ')');
+    if (!ok || count < 1 || repeat < 1)
+      fail("environment variable {}='{}' is not a Slurm task list like 2(x3),1", name, list);
+    if (node < seen + repeat) return count;
+    seen += repeat;
+    pos = end + 1;
+  }
+  fail("environment variable {}='{}' lists {} node(s), but SLURM_NODEID is {}", name, list, seen,
+       node);
+}
+
 }  // namespace
 
 std::string RankEnv::describe() const {
@@ -47,12 +70,14 @@ std::string RankEnv::describe() const {
 
 RankEnv detect_rank_env(const Getenv& env) {
   RankEnv e;
+  bool local_size_given = false;  // from a variable, not a default
   if (has(env, "RANK") && has(env, "WORLD_SIZE")) {
     e.source = "torchrun";
     e.rank = parse_int(env, "RANK", 0, true);
     e.size = parse_int(env, "WORLD_SIZE", 1, true);
     e.local_rank = parse_int(env, "LOCAL_RANK", e.rank);
     e.local_size = parse_int(env, "LOCAL_WORLD_SIZE", e.size);
+    local_size_given = has(env, "LOCAL_WORLD_SIZE");
   } else if (has(env, "OMPI_COMM_WORLD_RANK") && has(env, "OMPI_COMM_WORLD_SIZE")) {
     e.source = "openmpi";
     e.mpi_launcher = true;
@@ -60,6 +85,7 @@ RankEnv detect_rank_env(const Getenv& env) {
     e.size = parse_int(env, "OMPI_COMM_WORLD_SIZE", 1, true);
     e.local_rank = parse_int(env, "OMPI_COMM_WORLD_LOCAL_RANK", 0);
     e.local_size = parse_int(env, "OMPI_COMM_WORLD_LOCAL_SIZE", 1);
+    local_size_given = has(env, "OMPI_COMM_WORLD_LOCAL_SIZE");
   } else if (has(env, "PMI_RANK") && has(env, "PMI_SIZE")) {
     e.source = "pmi";
     e.mpi_launcher = true;
@@ -77,16 +103,21 @@ RankEnv detect_rank_env(const Getenv& env) {
     e.local_rank = parse_int(env, "SLURM_LOCALID", 0);
     e.local_size = 1;
     if (has(env, "SLURM_STEP_TASKS_PER_NODE") || has(env, "SLURM_TASKS_PER_NODE")) {
-      // "4(x2)" or "4,3": the first number is this node's count on homogeneous jobs.
-      const char* v = has(env, "SLURM_STEP_TASKS_PER_NODE") ? env("SLURM_STEP_TASKS_PER_NODE")
-                                                             : env("SLURM_TASKS_PER_NODE");
-      e.local_size = std::max(1, std::atoi(v));
+      const char* name = has(env, "SLURM_STEP_TASKS_PER_NODE") ? "SLURM_STEP_TASKS_PER_NODE"
+                                                                : "SLURM_TASKS_PER_NODE";
+      e.local_size = tasks_on_node(name, env(name), parse_int(env, "SLURM_NODEID", 0));
+      local_size_given = true;
     }
   }
   if (e.size < 1) fail("{} variables give a world size of {}", e.source, e.size);
   if (e.rank >= e.size)
     fail("{} variables give rank {} but a world size of {}", e.source, e.rank, e.size);
   if (e.local_size < 1) e.local_size = 1;
+  // A local rank past its node's task count means the launcher's variables disagree (or
+  // are read wrongly); two ranks would then drive the same GPU.
+  if (local_size_given && e.local_rank >= e.local_size)
+    fail("{} variables give local rank {} but {} rank(s) on this node", e.source, e.local_rank,
+         e.local_size);
   if (has(env, "MASTER_ADDR")) e.master_addr = env("MASTER_ADDR");
   if (has(env, "MASTER_PORT")) {
     e.master_port = parse_int(env, "MASTER_PORT", 0);

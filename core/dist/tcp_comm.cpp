@@ -23,13 +23,25 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr uint32_t kMagic = 0x3163686du;  // "mhc1"
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;  // 2: hosts in the hello, framed replies from rank 0
 constexpr int64_t kChunkBytes = 8 << 20;
 
 struct Hello {
   uint32_t magic, version;
   int32_t rank, size;
+  char host[64];  // the sender's hostname, for error messages naming a lost rank's node
 };
+
+// Every message from rank 0 to a peer starts with one of these words; an abort is followed
+// by its length and text (why rank 0 gave up: a lost rank, a timeout).
+constexpr uint32_t kFrameData = 0x64617461u;   // "data"
+constexpr uint32_t kFrameAbort = 0x61626f72u;  // "abor"
+
+std::string this_host() {
+  char host[64] = {0};
+  ::gethostname(host, sizeof(host) - 1);
+  return host;
+}
 
 int remaining_ms(Clock::time_point deadline) {
   const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
@@ -47,29 +59,42 @@ bool wait_fd(int fd, short events, Clock::time_point deadline) {
   }
 }
 
-void send_all(int fd, const void* data, size_t bytes, int peer) {
+// Sends everything, or fails naming `who` (e.g. "rank 2 on n3"). A peer that stops reading
+// (its node hangs, its link is cut) fills the socket buffers: the deadline bounds that wait.
+void send_all(int fd, const void* data, size_t bytes, const std::string& who,
+              Clock::time_point deadline, double limit_s) {
   const char* p = static_cast<const char*>(data);
   while (bytes > 0) {
-    const ssize_t n = ::send(fd, p, bytes, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
+    if (!wait_fd(fd, POLLOUT, deadline))
+      fail("{} took nothing for {} s (dist.collective_timeout_s): its node or network is "
+           "probably lost", who, limit_s);
+    const ssize_t n = ::send(fd, p, bytes, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
     if (n <= 0)
-      fail("lost the connection to rank {} while sending ({}); it probably exited, see its error",
-           peer, std::strerror(errno));
+      fail("lost the connection to {} while sending ({}); it probably exited, see its error",
+           who, std::strerror(errno));
     p += n;
     bytes -= static_cast<size_t>(n);
   }
 }
 
-void recv_all(int fd, void* data, size_t bytes, int peer) {
+// Receives exactly `bytes`, or fails naming `who`: a closed or reset connection (the peer
+// exited or was killed), or nothing arriving before the deadline (its node or link is gone,
+// which no socket error ever reports).
+void recv_all(int fd, void* data, size_t bytes, const std::string& who,
+              Clock::time_point deadline, double limit_s) {
   char* p = static_cast<char*>(data);
   while (bytes > 0) {
-    const ssize_t n = ::recv(fd, p, bytes, 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n == 0) fail("lost the connection to rank {}; it probably exited, see its error", peer);
+    if (!wait_fd(fd, POLLIN, deadline))
+      fail("{} sent nothing for {} s (dist.collective_timeout_s): its node or network is "
+           "probably lost", who, limit_s);
+    const ssize_t n = ::recv(fd, p, bytes, MSG_DONTWAIT);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
+    if (n == 0) fail("lost the connection to {}; it probably exited, see its error", who);
     // A peer killed mid-transfer (SIGKILL, OOM) shows as a reset rather than a clean close.
     if (n < 0 && errno == ECONNRESET)
-      fail("lost the connection to rank {} (connection reset); it probably exited, see its error", peer);
-    if (n < 0) fail("receiving from rank {} failed: {}", peer, std::strerror(errno));
+      fail("lost the connection to {} (connection reset); it probably exited, see its error", who);
+    if (n < 0) fail("receiving from {} failed: {}", who, std::strerror(errno));
     p += n;
     bytes -= static_cast<size_t>(n);
   }
@@ -114,8 +139,12 @@ std::string rank_list(const std::vector<int>& ranks) {
 
 }  // namespace
 
-TcpComm::TcpComm(const RankEnv& env, double timeout_s)
-    : rank_(env.rank), size_(env.size), local_rank_(env.local_rank) {
+TcpComm::TcpComm(const RankEnv& env, double timeout_s, double collective_timeout_s)
+    : rank_(env.rank),
+      size_(env.size),
+      local_rank_(env.local_rank),
+      collective_timeout_s_(collective_timeout_s),
+      collective_timeout_(std::chrono::milliseconds(static_cast<int64_t>(collective_timeout_s * 1000))) {
   if (size_ == 1) return;
   if (env.master_addr.empty() || env.master_port == 0)
     fail("{} ranks without MPI need rank 0's address: set MASTER_ADDR and MASTER_PORT on every "
@@ -123,6 +152,9 @@ TcpComm::TcpComm(const RankEnv& env, double timeout_s)
          size_);
   where_ = fmt::format("{}:{}", env.master_addr, env.master_port);
   peer_fd_.assign(rank_ == 0 ? size_ : 1, -1);
+  hosts_.assign(size_, "?");
+  hosts_[rank_] = this_host();
+  if (rank_ != 0) hosts_[0] = env.master_addr;
   if (rank_ == 0)
     rendezvous_root(timeout_s);
   else
@@ -135,7 +167,19 @@ TcpComm::~TcpComm() {
   if (listen_fd_ >= 0) ::close(listen_fd_);
 }
 
-std::string TcpComm::name() const { return fmt::format("tcp (rank 0 at {})", where_); }
+std::string TcpComm::name() const {
+  if (rank_ != 0 || size_ == 1) return fmt::format("tcp (rank 0 at {})", where_);
+  // Rank 0 knows every rank's host: "ranks 0 on node1, 1-2 on node2" (runs of ranks).
+  std::string placement;
+  for (int r = 0; r < size_;) {
+    int last = r;
+    while (last + 1 < size_ && hosts_[last + 1] == hosts_[r]) ++last;
+    placement += fmt::format("{}{} on {}", placement.empty() ? "" : ", ",
+                             last == r ? std::to_string(r) : fmt::format("{}-{}", r, last), hosts_[r]);
+    r = last + 1;
+  }
+  return fmt::format("tcp (rank 0 at {}; ranks {})", where_, placement);
+}
 
 void TcpComm::rendezvous_root(double timeout_s) {
   const auto deadline = Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
@@ -194,6 +238,7 @@ void TcpComm::rendezvous_root(double timeout_s) {
                             "process", h.rank);
       } else {
         peer_fd_[h.rank] = fd;
+        hosts_[h.rank] = std::string(h.host, strnlen(h.host, sizeof(h.host)));
         ++arrived;
         continue;
       }
@@ -267,8 +312,9 @@ void TcpComm::rendezvous_peer(double timeout_s) {
          rank_, where_, timeout_s, last_error);
   tune_socket(fd);
   peer_fd_[0] = fd;
-  const Hello h{kMagic, kVersion, rank_, size_};
-  send_all(fd, &h, sizeof(h), 0);
+  Hello h{kMagic, kVersion, rank_, size_, {}};
+  std::strncpy(h.host, hosts_[rank_].c_str(), sizeof(h.host) - 1);
+  send_all(fd, &h, sizeof(h), who(0), deadline, timeout_s);
   // Rank 0 answers within its own timeout, which may have started a little later.
   const auto verdict_deadline =
       deadline + std::chrono::milliseconds(static_cast<int64_t>(std::min(timeout_s, 10.0) * 1000));
@@ -285,11 +331,77 @@ void TcpComm::rendezvous_peer(double timeout_s) {
 
 int TcpComm::fd_of(int peer) const { return rank_ == 0 ? peer_fd_.at(peer) : peer_fd_.at(0); }
 
-void TcpComm::send_to(int peer, const void* data, size_t bytes) {
-  send_all(fd_of(peer), data, bytes, peer);
+std::string TcpComm::who(int peer) const {
+  return fmt::format("rank {} on {}", peer, hosts_.at(peer));
 }
+
+Clock::time_point TcpComm::collective_deadline() const {
+  // A peer waits a little longer than rank 0, whose own wait for a lost rank may have
+  // started later: rank 0's abort, naming that rank, then arrives first.
+  const auto grace = rank_ == 0 ? Clock::duration::zero()
+                                : std::min<Clock::duration>(collective_timeout_, std::chrono::seconds(10));
+  return Clock::now() + collective_timeout_ + grace;
+}
+
+void TcpComm::send_to(int peer, const void* data, size_t bytes) {
+  const auto deadline = collective_deadline();
+  const double limit_s = collective_timeout_s_;
+  if (rank_ != 0) {
+    send_all(fd_of(peer), data, bytes, who(peer), deadline, limit_s);
+    return;
+  }
+  try {
+    send_all(fd_of(peer), &kFrameData, sizeof(kFrameData), who(peer), deadline, limit_s);
+    send_all(fd_of(peer), data, bytes, who(peer), deadline, limit_s);
+  } catch (const MhcError& e) {
+    abort_peers(e.what(), peer);
+    throw;
+  }
+}
+
 void TcpComm::recv_from(int peer, void* data, size_t bytes) {
-  recv_all(fd_of(peer), data, bytes, peer);
+  const auto deadline = collective_deadline();
+  const double limit_s = collective_timeout_s_;
+  if (rank_ == 0) {
+    try {
+      recv_all(fd_of(peer), data, bytes, who(peer), deadline, limit_s);
+    } catch (const MhcError& e) {
+      abort_peers(e.what(), peer);
+      throw;
+    }
+    return;
+  }
+  uint32_t frame = 0;
+  recv_all(fd_of(peer), &frame, sizeof(frame), who(peer), deadline, limit_s);
+  if (frame == kFrameAbort) {
+    uint32_t len = 0;
+    std::string why = "(no reason received)";
+    try {
+      recv_all(fd_of(peer), &len, sizeof(len), who(peer), deadline, limit_s);
+      why.assign(std::min<uint32_t>(len, 1 << 16), '\0');
+      recv_all(fd_of(peer), why.data(), why.size(), who(peer), deadline, limit_s);
+    } catch (const MhcError&) {
+    }
+    fail("rank 0 ended the job: {}", why);
+  }
+  if (frame != kFrameData) fail("garbled message from {} (frame {:#x})", who(peer), frame);
+  recv_all(fd_of(peer), data, bytes, who(peer), deadline, limit_s);
+}
+
+void TcpComm::abort_peers(const std::string& why, int lost) {
+  // Best effort and brief: a peer that reads no more (blocked sending) gets a closed socket.
+  const auto deadline = Clock::now() + std::chrono::seconds(2);
+  const double limit_s = 2;
+  const uint32_t len = static_cast<uint32_t>(why.size());
+  for (int r = 1; r < size_; ++r) {
+    if (r == lost || peer_fd_[r] < 0) continue;
+    try {
+      send_all(peer_fd_[r], &kFrameAbort, sizeof(kFrameAbort), who(r), deadline, limit_s);
+      send_all(peer_fd_[r], &len, sizeof(len), who(r), deadline, limit_s);
+      send_all(peer_fd_[r], why.data(), why.size(), who(r), deadline, limit_s);
+    } catch (const MhcError&) {
+    }
+  }
 }
 
 template <class T>

@@ -18,7 +18,7 @@ int main(int argc, char** argv) {
   try {
     const double timeout = argc > 1 ? std::stod(argv[1]) : 10.0;
     const mhc::dist::RankEnv env = mhc::dist::detect_rank_env();
-    mhc::dist::TcpComm comm(env, timeout);
+    mhc::dist::TcpComm comm(env, timeout, timeout);
     unsigned char id[128] = {0};
     if (comm.rank() == 0) {
       std::random_device rd;

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -43,6 +44,40 @@ TEST(RankEnv, NoLauncherIsOneRank) {
   EXPECT_EQ(e.rank, 0);
   EXPECT_EQ(e.source, "none");
   EXPECT_FALSE(e.mpi_launcher);
+}
+
+TEST(RankEnv, SlurmLocalSizeIsThisNodesEntryOfAnUnevenList) {
+  auto local_size = [](const char* list, const char* node) {
+    return env_of({{"SLURM_PROCID", "0"}, {"SLURM_STEP_NUM_TASKS", "9"},
+                   {"SLURM_STEP_TASKS_PER_NODE", list}, {"SLURM_NODEID", node}})
+        .local_size;
+  };
+  EXPECT_EQ(local_size("2,1", "0"), 2);
+  EXPECT_EQ(local_size("2,1", "1"), 1);
+  EXPECT_EQ(local_size("2(x3),1", "2"), 2);
+  EXPECT_EQ(local_size("2(x3),1", "3"), 1);
+  EXPECT_EQ(local_size("4,2(x2),1", "2"), 2);
+  EXPECT_EQ(local_size("4,2(x2),1", "3"), 1);
+  auto message = [](const char* list, const char* node) {
+    try {
+      env_of({{"SLURM_PROCID", "0"}, {"SLURM_STEP_NUM_TASKS", "9"},
+              {"SLURM_STEP_TASKS_PER_NODE", list}, {"SLURM_NODEID", node}});
+    } catch (const MhcError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(message("2,1", "2").find("lists 2 node(s), but SLURM_NODEID is 2"), std::string::npos);
+  EXPECT_NE(message("2(x", "0").find("SLURM_STEP_TASKS_PER_NODE='2(x'"), std::string::npos);
+  // SLURM_LOCALID past this node's count: the variables disagree.
+  try {
+    env_of({{"SLURM_PROCID", "2"}, {"SLURM_STEP_NUM_TASKS", "3"}, {"SLURM_LOCALID", "2"},
+            {"SLURM_STEP_TASKS_PER_NODE", "2,1"}, {"SLURM_NODEID", "1"}});
+    ADD_FAILURE() << "no error";
+  } catch (const MhcError& e) {
+    EXPECT_NE(std::string(e.what()).find("local rank 2 but 1 rank(s) on this node"), std::string::npos)
+        << e.what();
+  }
 }
 
 TEST(RankEnv, TorchrunVariablesWinOverTheSlurmAllocation) {
@@ -262,7 +297,7 @@ void expect_no_errors(const std::vector<std::string>& errors) {
 TEST(TcpComm, CollectivesAgreeOnEveryRank) {
   const int W = 3, port = free_port();
   expect_no_errors(run_ranks(W, [&](int r) {
-    dist::TcpComm comm(tcp_env(r, W, port), 10.0);
+    dist::TcpComm comm(tcp_env(r, W, port), 10.0, 30.0);
     ASSERT_EQ(comm.rank(), r);
     ASSERT_EQ(comm.size(), W);
     // Host sums, in rank order.
@@ -314,7 +349,7 @@ TEST(TcpComm, AMissingRankIsAClearErrorAfterTheTimeout) {
   const int port = free_port();
   const auto start = std::chrono::steady_clock::now();
   // Ranks 0 and 1 of 3 arrive; rank 2 never does.
-  const auto errors = run_ranks(2, [&](int r) { dist::TcpComm comm(tcp_env(r, 3, port), 0.5); });
+  const auto errors = run_ranks(2, [&](int r) { dist::TcpComm comm(tcp_env(r, 3, port), 0.5, 30.0); });
   const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   EXPECT_LT(took, 5.0);
   EXPECT_NE(errors[0].find("timed out after 0.5 s (dist.timeout_s) waiting for rank(s) 2 of 3"),
@@ -323,14 +358,47 @@ TEST(TcpComm, AMissingRankIsAClearErrorAfterTheTimeout) {
   EXPECT_NE(errors[1].find("reported by rank 0 to rank 1"), std::string::npos) << errors[1];
   EXPECT_NE(errors[1].find("rank(s) 2 of 3"), std::string::npos) << errors[1];
   // A rank whose rank 0 never comes.
-  const auto lonely = run_ranks(1, [&](int) { dist::TcpComm comm(tcp_env(1, 2, free_port()), 0.5); });
+  const auto lonely = run_ranks(1, [&](int) { dist::TcpComm comm(tcp_env(1, 2, free_port()), 0.5, 30.0); });
   EXPECT_NE(lonely[0].find("rank 1: could not reach rank 0"), std::string::npos) << lonely[0];
+}
+
+// A rank that falls silent mid-collective (its node lost: no socket error ever comes) is
+// named with its host by rank 0 after dist.collective_timeout_s, and rank 0 tells every
+// other rank the same before it gives up.
+TEST(TcpComm, ASilentRankIsNamedWithItsHostOnEveryRank) {
+  const int port = free_port();
+  std::atomic<bool> done{false};
+  const auto start = std::chrono::steady_clock::now();
+  const auto errors = run_ranks(3, [&](int r) {
+    dist::TcpComm comm(tcp_env(r, 3, port), 10.0, 0.5);
+    double x = 1;
+    comm.all_reduce_sum_host(&x, 1);
+    if (r == 2) {  // alive, connected, and silent: what a cut link looks like
+      while (!done) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      return;
+    }
+    std::vector<float> g(100000, 1.f);
+    try {
+      comm.all_reduce_sum(Tensor{g.data(), 100000, DType::F32});
+    } catch (...) {
+      if (r == 1) done = true;
+      throw;
+    }
+  });
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  char host[64] = {0};
+  gethostname(host, sizeof(host) - 1);
+  const std::string lost = std::string("rank 2 on ") + host + " sent nothing for 0.5 s";
+  EXPECT_NE(errors[0].find(lost), std::string::npos) << errors[0];
+  EXPECT_NE(errors[1].find("rank 0 ended the job: " + lost), std::string::npos) << errors[1];
+  EXPECT_EQ(errors[2], "");
+  EXPECT_LT(took, 5.0);
 }
 
 TEST(TcpComm, DisagreeingWorldSizesAreRejected) {
   const int port = free_port();
   const auto errors = run_ranks(2, [&](int r) {
-    dist::TcpComm comm(tcp_env(r, r == 0 ? 2 : 3, port), 5.0);
+    dist::TcpComm comm(tcp_env(r, r == 0 ? 2 : 3, port), 5.0, 30.0);
   });
   EXPECT_NE(errors[0].find("rank 1 was started with a world size of 3 but rank 0 with 2"),
             std::string::npos) << errors[0];
@@ -340,7 +408,7 @@ TEST(TcpComm, DisagreeingWorldSizesAreRejected) {
 TEST(Agree, OneRanksFailureIsEveryRanksError) {
   const int port = free_port();
   const auto errors = run_ranks(2, [&](int r) {
-    dist::TcpComm comm(tcp_env(r, 2, port), 10.0);
+    dist::TcpComm comm(tcp_env(r, 2, port), 10.0, 30.0);
     dist::agree(comm, [&] {
       if (r == 1) fail("disk full on rank 1");
     });
@@ -349,7 +417,7 @@ TEST(Agree, OneRanksFailureIsEveryRanksError) {
   EXPECT_EQ(errors[0], "rank 1: disk full on rank 1");
   const int port2 = free_port();
   const auto cfg_errors = run_ranks(2, [&](int r) {
-    dist::TcpComm comm(tcp_env(r, 2, port2), 10.0);
+    dist::TcpComm comm(tcp_env(r, 2, port2), 10.0, 30.0);
     Config cfg = testing::tiny_config("mhc", 2);
     if (r == 1) cfg.train.lr = 0.0123;
     dist::check_same_config(comm, config_to_yaml(cfg), config_hash(cfg));
@@ -394,7 +462,7 @@ TEST(GradReducer, BucketsSumTheGradientsOfAllRanks) {
   for (bool zero : {false, true}) {
     const int port = free_port();
     expect_no_errors(run_ranks(W, [&](int r) {
-      dist::TcpComm comm(tcp_env(r, W, port), 10.0);
+      dist::TcpComm comm(tcp_env(r, W, port), 10.0, 30.0);
       RankModel m;
       dist::ReducerOptions ro;
       ro.bucket_bytes = 256;  // many buckets
@@ -423,7 +491,7 @@ TEST(GradReducer, ZeroShardedUpdateEqualsTheReplicatedOne) {
   for (bool zero : {false, true}) {
     const int port = free_port();
     expect_no_errors(run_ranks(W, [&](int r) {
-      dist::TcpComm comm(tcp_env(r, W, port), 10.0);
+      dist::TcpComm comm(tcp_env(r, W, port), 10.0, 30.0);
       RankModel m;
       dist::ReducerOptions ro;
       ro.bucket_bytes = 4096;
@@ -467,7 +535,7 @@ TEST(ShardedCheckpoint, EveryRankWritesItsShardAndAnyWorldSizeReadsThem) {
   std::vector<double> full_m, full_v;
   const int port = free_port();
   expect_no_errors(run_ranks(W, [&](int r) {
-    dist::TcpComm comm(tcp_env(r, W, port), 10.0);
+    dist::TcpComm comm(tcp_env(r, W, port), 10.0, 30.0);
     RankModel m;
     const auto shards = dist::shard_ranges(m.layout.total, W);
     AdamW opt(m.model, OptimizerSettings{}, shards[r].begin, shards[r].end);

@@ -1,18 +1,24 @@
 # shellcheck shell=bash
-# A private one-node Slurm cluster for the tests in this folder; sourced, not run.
-#   cluster_preflight           exit 77 (ctest: skipped), with the reason, where Slurm can't run
-#   cluster_start DIR           munged, slurmctld, slurmd with their own key, socket, ports,
-#                               state, spool and log folders under DIR; waits for the node to
-#                               be idle; exports SLURM_CONF; arms an EXIT trap that stops them
+# A private Slurm cluster for the tests in this folder; sourced, not run.
+#   cluster_preflight [NODES]   exit 77 (ctest: skipped), with the reason, where Slurm (or,
+#                               for NODES > 1, network namespaces) can't be used
+#   cluster_start DIR [NODES]   munged, slurmctld, slurmd with their own key, socket, ports,
+#                               state, spool and log folders under DIR; waits for the nodes to
+#                               be idle; exports SLURM_CONF; arms an EXIT trap that stops them.
+#                               NODES = 1 (default): one slurmd, the host itself. NODES > 1:
+#                               node1..nodeN, each slurmd in its own network, UTS and mount
+#                               namespace (netns_nodes.sh), the controller on their bridge
 #   cluster_stop                cancel every job, stop every daemon and job process it started
-#                               (by pid), then check that none is left
+#                               (by pid), remove its namespaces and links (by name), then check
+#                               that none of them is left
+#   cluster_nodes               the node names (one per line)
 #   harness_processes ROOT      pids of processes that belong to clusters under ROOT
 # Each daemon runs in the foreground as a child of this shell, so its pid is known exactly;
 # job processes (slurmstepd, the tasks) are found through the SLURM_CONF in their
 # environment, which points into DIR and nowhere else.
 
 cluster_preflight() {
-  local tool
+  local tool nodes=${1:-1}
   for tool in munged mungekey slurmctld slurmd sbatch scontrol squeue sinfo srun; do
     if ! command -v "$tool" >/dev/null 2>&1; then
       echo "SKIPPED: $tool not found (scripts/setup.sh installs slurm-wlm and munge for the tests)"
@@ -26,6 +32,11 @@ cluster_preflight() {
   if [ -z "$(hostname -s 2>/dev/null)" ] || ! getent hosts "$(hostname -s)" >/dev/null; then
     echo "SKIPPED: this host's name does not resolve (slurmd registers under it)"
     exit 77
+  fi
+  if [ "$nodes" -gt 1 ]; then
+    # shellcheck source=netns_nodes.sh
+    source "$(dirname "${BASH_SOURCE[0]}")/netns_nodes.sh"
+    netns_preflight
   fi
 }
 
@@ -50,6 +61,7 @@ harness_processes() {
 
 cluster_start() {
   cluster_dir=$1
+  cluster_node_count=${2:-1}
   mkdir -p "$cluster_dir"/{state,log,run}
   # Unix socket paths must stay under 108 bytes: munged's socket and slurmd's spool (where
   # slurmstepd puts its sockets) go to a short private folder, removed by cluster_stop.
@@ -59,6 +71,10 @@ cluster_start() {
   chmod 700 "$cluster_sock/munge"
   cluster_pids=()
   trap cluster_stop EXIT
+  # A case killed outright (SIGKILL, a ctest timeout) runs no trap: a detached reaper waits
+  # for this shell to end and then removes whatever is left (processes, namespaces, links).
+  env -u SLURM_CONF MHC_REAP_DIR="$cluster_dir" setsid -f \
+    "$(dirname "${BASH_SOURCE[0]}")/cluster_reap.sh" $$ >/dev/null 2>&1 </dev/null
   mungekey --create --keyfile="$cluster_sock/munge/munge.key" >/dev/null 2>&1 ||
     { echo "FAIL: mungekey could not create a key"; exit 1; }
   munged --foreground --force --key-file="$cluster_sock/munge/munge.key" \
@@ -78,12 +94,30 @@ cluster_start() {
   fi
 
   cluster_node=$(hostname -s)
+  local ctl_host=$cluster_node node_lines partition_nodes
+  if [ "$cluster_node_count" -gt 1 ]; then
+    # shellcheck source=netns_nodes.sh
+    source "$(dirname "${BASH_SOURCE[0]}")/netns_nodes.sh"
+    local tag
+    tag=$(basename "$cluster_sock" | tail -c 6)
+    netns_create "$tag" "$cluster_node_count" "$cluster_dir" ||
+      { echo "FAIL: could not create the nodes' namespaces"; exit 1; }
+    ctl_host="$cluster_node($netns_ctl_addr)"
+    node_lines=""
+    for ((i = 1; i <= cluster_node_count; i++)); do
+      node_lines+="NodeName=node$i NodeAddr=$netns_subnet.$((10 + i)) CPUs=2 State=UNKNOWN"$'\n'
+    done
+    partition_nodes="node[1-$cluster_node_count]"
+  else
+    node_lines="NodeName=$cluster_node CPUs=2 State=UNKNOWN"
+    partition_nodes=$cluster_node
+  fi
   export SLURM_CONF=$cluster_dir/slurm.conf
   # Short timeouts keep the cases quick; the time-limit check itself runs on slurmctld's
   # own period (about 30 s), which no setting shortens.
   cat >"$SLURM_CONF" <<EOF
 ClusterName=mhctest
-SlurmctldHost=$cluster_node
+SlurmctldHost=$ctl_host
 SlurmctldPort=$(free_port)
 SlurmdPort=$(free_port)
 SlurmUser=root
@@ -113,26 +147,38 @@ KillWait=5
 MinJobAge=600
 InactiveLimit=0
 OverTimeLimit=0
-NodeName=$cluster_node CPUs=2 State=UNKNOWN
-PartitionName=test Nodes=$cluster_node Default=YES MaxTime=INFINITE State=UP
+SlurmdTimeout=20
+$node_lines
+PartitionName=test Nodes=$partition_nodes Default=YES MaxTime=INFINITE State=UP
 EOF
   slurmctld -D -i >>"$cluster_dir/log/slurmctld.out" 2>&1 &
   cluster_pids+=($!)
-  slurmd -D >>"$cluster_dir/log/slurmd.out" 2>&1 &
-  cluster_pids+=($!)
-  local state=""
+  if [ "$cluster_node_count" -gt 1 ]; then
+    for ((i = 1; i <= cluster_node_count; i++)); do
+      mkdir -p "$cluster_sock/spool/node$i"
+      node_exec "$i" slurmd -D -N "node$i" >>"$cluster_dir/log/slurmd-node$i.out" 2>&1 &
+      cluster_pids+=($!)
+    done
+  else
+    slurmd -D >>"$cluster_dir/log/slurmd.out" 2>&1 &
+    cluster_pids+=($!)
+  fi
+  local state="" want
+  want=$(printf 'idle%.0s\n' $(seq "$cluster_node_count"))
   for ((i = 0; i < 300; i++)); do
-    state=$(sinfo -h -n "$cluster_node" -o %t 2>/dev/null)
-    [ "$state" = idle ] && break
+    state=$(sinfo -h -N -o %t 2>/dev/null)
+    [ "$state" = "$want" ] && break
     sleep 0.1
   done
-  if [ "$state" != idle ]; then
-    echo "FAIL: the node did not become idle (state '${state}'); logs:"
+  if [ "$state" != "$want" ]; then
+    echo "FAIL: the nodes did not become idle (states: ${state//$'\n'/ }); logs:"
     tail -n 20 "$cluster_dir"/log/*
     exit 1
   fi
-  echo "cluster: $(sinfo -V) up in $cluster_dir, node $cluster_node idle"
+  echo "cluster: $(sinfo -V) up in $cluster_dir, node(s) $(cluster_nodes | paste -sd ' ') idle"
 }
+
+cluster_nodes() { sinfo -h -N -o %N 2>/dev/null; }
 
 cluster_stop() {
   local rc=$?
@@ -162,12 +208,21 @@ cluster_stop() {
   done
   left=$(harness_processes "$cluster_dir")
   [ -n "${cluster_sock:-}" ] && rm -rf "$cluster_sock" "$cluster_dir/sockets"
+  local devices=""
+  if [ -f "$cluster_dir/netns.names" ]; then
+    netns_remove "$cluster_dir"
+    devices=$(netns_leftovers | grep -F -f <(awk '{print $2}' "$cluster_dir/netns.names"))
+  fi
   if [ -n "$left" ]; then
     echo "FAIL: processes of the cluster remain after stopping it:"
     for p in $left; do echo "  $p $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)"; done
     rc=1
+  elif [ -n "$devices" ]; then
+    echo "FAIL: namespaces, links or mounts of the cluster remain after stopping it:"
+    echo "$devices" | sed 's/^/  /'
+    rc=1
   else
-    echo "cluster: stopped, no process of it left"
+    echo "cluster: stopped, no process$([ -f "$cluster_dir/netns.names" ] && echo ", namespace, link or mount") of it left"
   fi
   exit $rc
 }

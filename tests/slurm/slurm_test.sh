@@ -14,7 +14,8 @@
 #                the uninterrupted job's final weights
 #   sweep        scripts/ablate --slurm on a 2-run sweep: one job per run, both complete,
 #                scripts/report writes the figure and table; a second --slurm submits nothing
-#   leftovers    (run last) no process of any case's cluster is left
+#   leftovers    (run last) no process of any case's cluster is left, nor any namespace,
+#                link or mount of a multi-node one (multinode_test.sh)
 # Cases exit 77 (ctest: skipped), with the reason, where Slurm cannot run.
 set -uo pipefail
 mhc=$1
@@ -24,20 +25,41 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/../test_lib.sh"
 # shellcheck source=cluster.sh
 source "$here/cluster.sh"
+# shellcheck source=job_lib.sh
+source "$here/job_lib.sh"
 
 if [ "$case_name" = leftovers ]; then
   # Every case's folder is a sibling under the same parent; its processes carry the marker.
+  # Namespaces, links and their mounts carry the mhct-/mhcb/mhcv prefixes (netns_nodes.sh).
   root=$(cd "$(dirname "$3")" && pwd)
+  # shellcheck source=netns_nodes.sh
+  source "$here/netns_nodes.sh"
+  sleep 2  # a killed case's reaper (cluster_reap.sh) polls once a second
   left=$(harness_processes "$root")
+  devices=$(netns_leftovers)
+  rc=0
   if [ -n "$left" ]; then
     echo "FAIL: processes of the Slurm test clusters under $root remain:"
     for p in $left; do echo "  $p $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)"; done
     for p in $left; do kill -KILL "$p" 2>/dev/null; done  # so that they do not outlive CI
     for link in "$root"/*/cluster/sockets; do [ -L "$link" ] && rm -rf "$(readlink "$link")" "$link"; done
-    exit 1
+    rc=1
   fi
-  echo "ok: no slurmctld, slurmd, munged, slurmstepd or mhc process of the harness is left"
-  exit 0
+  if [ -n "$devices" ]; then
+    echo "FAIL: namespaces, links or mounts of the Slurm test clusters remain:"
+    echo "$devices" | sed 's/^/  /'
+    echo "$devices" | while read -r kind name; do  # so that they do not outlive CI
+      case $kind in
+        netns) ip netns del "$name" ;;
+        link) ip link del "$name" ;;
+        mount) umount "$name" && rm -f "$name" ;;
+      esac 2>/dev/null
+    done
+    rc=1
+  fi
+  [ $rc -eq 0 ] && echo "ok: no slurmctld, slurmd, munged, slurmstepd or mhc process, and no" \
+    "namespace, link or mount of the harness is left"
+  exit $rc
 fi
 
 cluster_preflight
@@ -55,88 +77,6 @@ common=(-c "$repo/tests/e2e/tiny.yaml" --set "data.train=$work/corpus/*_train_*.
 # Two CPU tasks on the one node, whatever train.sbatch asks of a GPU cluster.
 cpu_job=(--nodes=1 --ntasks-per-node=2 --cpus-per-task=1 --gpus-per-node=0)
 
-# submit NAME SBATCH_ARGS... -- TRAIN_ARGS...: prints the job id.
-submit() {
-  local name=$1
-  shift
-  local sargs=()
-  while [ "$1" != -- ]; do sargs+=("$1"); shift; done
-  shift
-  sbatch --parsable --job-name="$name" --output="$work/$name.out" "${cpu_job[@]}" "${sargs[@]}" \
-    "$sbatch_script" "${common[@]}" "$@" --run-dir "$work/$name"
-}
-
-job_field() { scontrol show job "$1" 2>/dev/null | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
-
-# wait_job ID SECONDS: waits until the job has ended for good. A job that Slurm holds after
-# a requeue (its begin time ~2 min ahead) is started early, but only once its previous run
-# is gone from the node and 2 s have passed: slurmd rejects a launch whose credential is
-# from the same second as the revocation of the old one ("Job credential revoked").
-# Prints the final state.
-wait_job() {
-  local id=$1 limit=$2 t0=$SECONDS state pending_since=""
-  while [ $((SECONDS - t0)) -lt "$limit" ]; do
-    state=$(job_field "$id" JobState)
-    case "$state" in
-      COMPLETED | FAILED | CANCELLED | TIMEOUT | NODE_FAIL | OUT_OF_MEMORY | BOOT_FAIL | DEADLINE)
-        echo "$state"; return ;;
-      PENDING)
-        if [ "$(job_field "$id" Restarts)" != 0 ]; then
-          pending_since=${pending_since:-$SECONDS}
-          if [ $((SECONDS - pending_since)) -ge 2 ] && [ "$(sinfo -h -n "$cluster_node" -o %t)" = idle ]; then
-            scontrol update JobId="$id" StartTime=now 2>/dev/null
-          fi
-        fi ;;
-      *) pending_since="" ;;
-    esac
-    sleep 0.5
-  done
-  echo "STILL-${state:-UNKNOWN}-AFTER-${limit}s"
-}
-
-# wait_step RUN STEP SECONDS: until RUN's metrics.jsonl has a train line at or past STEP.
-wait_step() {
-  local t0=$SECONDS
-  until python3 - "$1/metrics.jsonl" "$2" 2>/dev/null <<'PY'
-import json, sys
-steps = [r["step"] for r in map(json.loads, open(sys.argv[1])) if r["type"] == "train"]
-sys.exit(0 if steps and max(steps) >= int(sys.argv[2]) else 1)
-PY
-  do
-    [ $((SECONDS - t0)) -ge "$3" ] && return 1
-    sleep 0.2
-  done
-}
-
-# compare_losses REF OTHER TOL: every train step of OTHER has REF's per-step loss (loss_step;
-# `loss` is the mean over the console's logging window, which restarts on a resume) within TOL.
-compare_losses() {
-  python3 - "$@" <<'PY'
-import json, sys
-def losses(path):
-    return {r["step"]: r["loss_step"] for r in map(json.loads, open(path)) if r["type"] == "train"}
-a, b, tol = losses(sys.argv[1]), losses(sys.argv[2]), float(sys.argv[3])
-steps = sorted(b)
-assert a and b and set(b) == set(a), (sorted(a), steps)
-worst = max(abs(a[s] - b[s]) / abs(a[s]) for s in steps)
-print(f"steps {steps[0]}..{steps[-1]}, worst relative loss difference {worst:.3g} (tolerance {tol:g})")
-sys.exit(0 if worst <= tol else 1)
-PY
-}
-
-final_ckpt() { echo "$1/checkpoints/step_$(printf %08d "$2")"; }
-
-# same_final REF RUN STEPS: bit-identical final weights and optimizer state, and loss curve.
-same_final() {
-  local ref=$1 run=$2 steps=$3
-  check "final weights equal the uninterrupted job's" \
-    cmp "$(final_ckpt "$ref" "$steps")/model.safetensors" "$(final_ckpt "$run" "$steps")/model.safetensors"
-  check "final optimizer state equals the uninterrupted job's" \
-    cmp "$(final_ckpt "$ref" "$steps")/optim_rank00000.safetensors" "$(final_ckpt "$run" "$steps")/optim_rank00000.safetensors"
-  check "loss curves are identical" compare_losses "$ref/metrics.jsonl" "$run/metrics.jsonl" 0
-}
-
-show_job_output() { echo "--- $1.out:"; cat "$work/$1.out" 2>/dev/null; echo "---"; }
 
 case_submit() {
   local steps=(--set train.steps=30 --set train.eval_every=15 --set train.log_every=1
@@ -157,26 +97,21 @@ case_submit() {
     compare_losses single/metrics.jsonl dp/metrics.jsonl 1e-5
 }
 
-# The preemption cases' job: long enough (tens of seconds) that a time-limit signal lands
-# mid-run; checkpoints only on a stop, so that a resume proves the stop checkpoint.
-preempt_steps() {
-  echo --set train.steps="$1" --set train.eval_every=0 --set train.log_every=5 \
-    --set train.checkpoint_every=0 --set train.keep_last=0
-}
-
 case_time_limit() {
-  local n=2000
+  local n=600
   read -ra steps < <(preempt_steps $n)
   local ref id
   ref=$(submit straight -- "${steps[@]}")
   # Slurm checks time limits on a 30 s period and sends the signal up to one period early,
-  # so USR1@25 on a 1-minute limit arrives 5-35 s into each run: after start-up, and well
-  # before the end of 2000 steps (46 s for 1500 on 2 idle cores here).
+  # so USR1@25 on a 1-minute limit arrives 5-35 s into each run. The first run is held
+  # (hold_until_signal) until the signal is there, so that it lands mid-run on any machine;
+  # a requeued run that ends before its own signal simply completes.
   id=$(submit split --time=1 --signal=B:USR1@25 --requeue -- "${steps[@]}")
   echo "submitted jobs $ref (uninterrupted) and $id (1-minute limit)"
   local state
   state=$(wait_job "$ref" 300)
   check "the uninterrupted job completed (state $state)" test "$state" = COMPLETED
+  check "Slurm's USR1 reached the time-limited job mid-run" hold_until_signal "$id"
   state=$(wait_job "$id" 600)
   show_job_output split
   check "the time-limited job completed (state $state)" test "$state" = COMPLETED
@@ -215,15 +150,6 @@ case_requeue() {
   check "the script saw SIGTERM and left the requeue to Slurm" \
     sh -c "grep -q 'train.sbatch: SIGTERM' '$work/split.out' && ! grep -q 'requeue failed' '$work/split.out'"
   same_final straight split $n
-}
-
-# rank_pid RANK: the pid of the mhc task of that rank in this case's cluster.
-rank_pid() {
-  local p
-  for p in $(harness_processes "$work"); do
-    [ "$(cat "/proc/$p/comm" 2>/dev/null)" = mhc ] || continue
-    tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "SLURM_PROCID=$1" && { echo "$p"; return; }
-  done
 }
 
 case_rank_killed() {

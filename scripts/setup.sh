@@ -5,7 +5,9 @@
 #   scripts/setup.sh --tests    also install what only the test suite needs (a private
 #                               Slurm cluster: slurm-wlm, munge); scripts/test.sh passes it
 #   scripts/setup.sh --mhc      build only the mhc binary (what training needs; the
-#                               quickstart passes it): not the tests, fuzzers or emulator
+#                               quickstart passes it): not the tests, fuzzers or emulator,
+#                               and without the CUDA backend where no GPU is visible
+#                               (nvidia-smi -L), since that binary could not use it
 #   MHC_BUILD_DIR=dir           build elsewhere (default build)
 #   MHC_CMAKE_ARGS="..."        extra CMake arguments (e.g. -DMHC_CUDA=OFF)
 set -euo pipefail
@@ -22,10 +24,17 @@ packages=(
 # Only for the test suite (tests/slurm/ runs jobs on a private one-node Slurm cluster).
 test_packages=(slurm-wlm munge)
 targets=()  # empty: everything
+cuda=AUTO   # CMake's default: the CUDA backend wherever nvcc is found
 for arg in "$@"; do
   case "$arg" in
     --tests) packages+=("${test_packages[@]}") ;;
-    --mhc) targets=(--target mhc) ;;
+    --mhc)
+      targets=(--target mhc)
+      if ! nvidia-smi -L >/dev/null 2>&1; then
+        cuda=OFF
+        echo "setup: no GPU visible (nvidia-smi -L): building mhc without the CUDA backend" \
+             "(scripts/setup.sh without --mhc builds it)"
+      fi ;;
     *) echo "setup: unknown argument '$arg' (allowed: --tests, --mhc)" >&2; exit 2 ;;
   esac
 done
@@ -46,7 +55,9 @@ if ((${#missing[@]})); then
 fi
 
 build_dir=${MHC_BUILD_DIR:-build}
+# MHC_CUDA is passed every time, so that a full build after a CPU-only quickstart build
+# brings the CUDA backend back; MHC_CMAKE_ARGS come last and win.
 # shellcheck disable=SC2086
-cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release ${MHC_CMAKE_ARGS:-}
+cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DMHC_CUDA=$cuda ${MHC_CMAKE_ARGS:-}
 cmake --build "$build_dir" -j "$(nproc)" "${targets[@]}"
 echo "setup: built $build_dir/mhc"

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cpu/cpu_backend.h"
+#include "host_tensors.h"
 #include "mhc_math.h"
 #include "test_support.h"
 
@@ -40,16 +41,10 @@ TEST_P(ConnLanes, BlockedOpsEqualTheScalarMathTokenForToken) {
   s.mhc = lc.variant;
   const int N = s.N, n = s.n, D = s.D(), nC = n * s.C, iters = 20;
   const float eps = 1e-6f;
-  std::vector<Tensor> owned;
-  auto make = [&](const std::vector<double>& v) {
-    Tensor t = be.alloc(static_cast<int64_t>(v.size()), DType::F32);
-    be.upload(t, v.data());
-    owned.push_back(t);
-    return t;
-  };
-  auto get = [&](Tensor t) {
-    std::vector<double> v(static_cast<size_t>(t.numel));
-    be.download(t, v.data());
+  testing::HostTensors tensors(be, DType::F32);
+  auto make = [&](const std::vector<double>& v) { return tensors.make(v); };
+  auto get = [&](Tensor t) {  // the fp32 values themselves, for exact comparisons
+    const std::vector<double> v = tensors.get(t);
     return std::vector<float>(v.begin(), v.end());
   };
   const Tensor X = make(random_vector(N * nC, 11));
@@ -100,7 +95,6 @@ TEST_P(ConnLanes, BlockedOpsEqualTheScalarMathTokenForToken) {
   const std::vector<float> got_dalpha = get(dp.alpha);
   for (int i = 0; i < 3; ++i)
     EXPECT_NEAR(got_dalpha[i], dalpha[i], 1e-4 * (1 + std::fabs(dalpha[i]))) << "dalpha " << i;
-  for (auto& t : owned) be.release(t);
 }
 
 MhcVariant variant(MhcProjection projection, bool v4 = false) {

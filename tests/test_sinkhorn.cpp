@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cpu/cpu_backend.h"
+#include "host_tensors.h"
 #include "mhc_math.h"
 #include "test_support.h"
 
@@ -400,17 +401,9 @@ TEST(MhcCoefficientPath, FullCpuOpMatchesFiniteDifferencesNearInit) {
   for (int d = 0; d < D; ++d) bias[d] += noise[d];
   const std::vector<double> wpre = random_vector(N * n, 3003), wpost = random_vector(N * n, 3004),
                             wres = random_vector(N * n * n, 3005);
-  std::vector<Tensor> owned;
-  auto make = [&](const std::vector<double>& v) {
-    owned.push_back(be.alloc(static_cast<int64_t>(v.size()), DType::F64));
-    be.upload(owned.back(), v.data());
-    return owned.back();
-  };
-  auto get = [&](Tensor t) {
-    std::vector<double> v(static_cast<size_t>(t.numel));
-    be.download(t, v.data());
-    return v;
-  };
+  testing::HostTensors tensors(be, DType::F64);
+  auto make = [&](const std::vector<double>& v) { return tensors.make(v); };
+  auto get = [&](Tensor t) { return tensors.get(t); };
   const Tensor tX = make(X);
   const MhcParams p{make(phi), make(alpha), make(bias)};
   const Coeffs c{make(wpre), make(wpost), make(wres)};  // overwritten by the forward
@@ -445,7 +438,6 @@ TEST(MhcCoefficientPath, FullCpuOpMatchesFiniteDifferencesNearInit) {
   check(phi, get(dp.phi), "dphi");
   check(alpha, get(dp.alpha), "dalpha");
   check(bias, get(dp.bias), "dbias");
-  for (auto& t : owned) be.release(t);
 }
 
 }  // namespace

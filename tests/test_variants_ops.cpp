@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cpu/cpu_backend.h"
+#include "host_tensors.h"
 #include "mhc_math.h"
 #include "param_layout.h"
 #include "test_support.h"
@@ -66,27 +67,15 @@ std::string variant_name(const ::testing::TestParamInfo<VariantCase>& info) {
 
 class VariantOps : public ::testing::TestWithParam<VariantCase> {
  protected:
-  ~VariantOps() override {
-    for (auto& t : owned_) be_.release(t);
-  }
-  Tensor make(const std::vector<double>& v) {
-    if (v.empty()) return Tensor{};
-    Tensor t = be_.alloc(static_cast<int64_t>(v.size()), DType::F64);
-    be_.upload(t, v.data());
-    owned_.push_back(t);
-    return t;
-  }
+  // An empty vector stands for an absent parameter (static mHC has no φ, α).
+  Tensor make(const std::vector<double>& v) { return v.empty() ? Tensor{} : tensors_.make(v); }
   Tensor garbage(int64_t n) { return make(std::vector<double>(static_cast<size_t>(n), 1e3)); }
-  std::vector<double> get(Tensor t) {
-    std::vector<double> v(static_cast<size_t>(t.numel));
-    be_.download(t, v.data());
-    return v;
-  }
+  std::vector<double> get(Tensor t) { return tensors_.get(t); }
   void put(Tensor t, const std::vector<double>& v) {
     if (!v.empty()) be_.upload(t, v.data());
   }
   CpuBackend<double> be_{1};
-  std::vector<Tensor> owned_;
+  testing::HostTensors tensors_{be_, DType::F64};  // after be_: released before it
 };
 
 // The coefficient op of every variant against finite differences (all inputs and every
@@ -178,18 +167,9 @@ TEST(VariantDefault, GenericOpIsBitIdenticalToThePaperOp) {
   CpuBackend<float> be(1);
   const ConnShape s{5, 4, 8};
   const int N = s.N, n = s.n, D = s.D(), nC = n * s.C;
-  std::vector<Tensor> owned;
-  auto make = [&](const std::vector<double>& v) {
-    Tensor t = be.alloc(static_cast<int64_t>(v.size()), DType::F32);
-    be.upload(t, v.data());
-    owned.push_back(t);
-    return t;
-  };
-  auto get = [&](Tensor t) {
-    std::vector<double> v(static_cast<size_t>(t.numel));
-    be.download(t, v.data());
-    return v;
-  };
+  testing::HostTensors tensors(be, DType::F32);
+  auto make = [&](const std::vector<double>& v) { return tensors.make(v); };
+  auto get = [&](Tensor t) { return tensors.get(t); };
   const Tensor X = make(random_vector(N * nC, 901));
   const MhcParams p{make(random_vector(nC * D, 902, 0.3)), make({0.7, -0.4, 1.2}),
                     make(random_vector(D, 903))};
@@ -220,7 +200,6 @@ TEST(VariantDefault, GenericOpIsBitIdenticalToThePaperOp) {
   EXPECT_EQ(get(dp[0].phi), get(dp[1].phi));
   EXPECT_EQ(get(dp[0].alpha), get(dp[1].alpha));
   EXPECT_EQ(get(dp[0].bias), get(dp[1].bias));
-  for (auto& t : owned) be.release(t);
 }
 
 // ---- exact double stochasticity (fp32, wide logits) ---------------------------------
@@ -417,18 +396,9 @@ TEST(VariantCollapse, WeightsGradients) {
     std::vector<double> X = random_vector(N * nC, 800 + n), phi = random_vector(nC * n, 810, 0.4),
                         alpha = {0.9}, bias = random_vector(n, 820);
     const std::vector<double> wts = random_vector(N * n, 830);
-    std::vector<Tensor> owned;
-    auto make = [&](const std::vector<double>& v) {
-      Tensor t = be.alloc(static_cast<int64_t>(v.size()), DType::F64);
-      be.upload(t, v.data());
-      owned.push_back(t);
-      return t;
-    };
-    auto get = [&](Tensor t) {
-      std::vector<double> v(static_cast<size_t>(t.numel));
-      be.download(t, v.data());
-      return v;
-    };
+    testing::HostTensors tensors(be, DType::F64);
+    auto make = [&](const std::vector<double>& v) { return tensors.make(v); };
+    auto get = [&](Tensor t) { return tensors.get(t); };
     const Tensor tX = make(X), tphi = make(phi), ta = make(alpha), tb = make(bias);
     const Tensor w = make(std::vector<double>(N * n, 7.0)), m = make(std::vector<double>(N * n)),
                  r = make(std::vector<double>(N));
@@ -461,7 +431,6 @@ TEST(VariantCollapse, WeightsGradients) {
     expect_gradient(phi, minus(get(dphi), fphi), loss, "collapse dphi (+=)");
     expect_gradient(alpha, minus(get(da), fa), loss, "collapse dalpha (+=)");
     expect_gradient(bias, minus(get(db), fb), loss, "collapse dbias (+=)");
-    for (auto& t : owned) be.release(t);
   }
 }
 

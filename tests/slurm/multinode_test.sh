@@ -129,6 +129,10 @@ case_mpi() {
 case_time_limit() {
   local n=400
   read -ra steps < <(preempt_steps $n)
+  # hold_until_signal stops the tasks for up to 90 s, and a stopped rank's clock runs on: a
+  # collective wait begun before SIGSTOP would time out at SIGCONT before its peers resume
+  # (seen in CI with the common 15 s). This case is about the requeue, not lost nodes.
+  steps+=(--set dist.collective_timeout_s=300)
   local ref id state
   ref=$(submit straight "${three_nodes[@]}" -- "${steps[@]}")
   id=$(submit split "${three_nodes[@]}" --time=1 --signal=B:USR1@25 --requeue -- "${steps[@]}")
